@@ -1,0 +1,3 @@
+"""
+pxe-pilot-builder: turns a Proxmox ISO into the boot assets pxe-pilot serves.
+"""

@@ -1,0 +1,228 @@
+"""
+Access to the answers directory, behind L{IAnswerFiles}.
+
+The directory holds C{default.toml} and C{hosts/<mac>.toml}. Only names found by listing
+the directory are ever opened: nothing a client sends becomes part of a path.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from attrs import frozen
+from zope.interface import Interface, implementer
+
+from pxepilot.macs import MacAddress, MacAddressError
+
+DEFAULT_NAME = "default.toml"
+HOSTS_DIR = "hosts"
+TOML_SUFFIX = ".toml"
+
+# The installer reads answers of up to 10 MB; real ones are a few kilobytes.
+MAX_ANSWER_BYTES = 1 << 20
+
+
+class AnswersUnavailable(Exception):
+    """
+    The answers directory cannot be read at all.
+    """
+
+
+class AnswerFileChanging(Exception):
+    """
+    A file kept changing while it was being read.
+    """
+
+
+class AnswerFileTooLarge(Exception):
+    """
+    A file is larger than any answer file can be.
+    """
+
+
+@frozen
+class HostFile:
+    """
+    A file in C{hosts/} whose name is a MAC address.
+
+    @ivar mac: The MAC address its name spells.
+    @ivar name: Its name relative to the answers directory, C{hosts/<file>}.
+    """
+
+    mac: MacAddress
+    name: str
+
+    @property
+    def canonical(self) -> bool:
+        """
+        Whether the file has the canonical name, C{hosts/aa-bb-cc-dd-ee-ff.toml}.
+        """
+        return self.name == f"{HOSTS_DIR}/{self.mac.canonical}{TOML_SUFFIX}"
+
+
+@frozen
+class AnswerListing:
+    """
+    What the answers directory holds at one moment.
+
+    @ivar default_present: Whether C{default.toml} exists.
+    @ivar host_files: Host files in name order.
+    @ivar unrecognised: C{hosts/*.toml} names that do not spell a MAC address.
+    """
+
+    default_present: bool
+    host_files: tuple[HostFile, ...]
+    unrecognised: tuple[str, ...]
+
+    def files_for(self, mac: MacAddress) -> tuple[HostFile, ...]:
+        """
+        The host files for C{mac}, the one that is used first: the canonical name, then the
+        other spellings in name order.
+        """
+        return tuple(
+            sorted(
+                (f for f in self.host_files if f.mac == mac),
+                key=lambda f: (not f.canonical, f.name),
+            )
+        )
+
+    def conflicts(self) -> dict[MacAddress, tuple[HostFile, ...]]:
+        """
+        MAC addresses named by more than one host file.
+        """
+        macs = sorted({f.mac for f in self.host_files})
+        found = {mac: self.files_for(mac) for mac in macs}
+        return {mac: files for mac, files in found.items() if len(files) > 1}
+
+
+@frozen
+class FileContents:
+    """
+    The bytes of a file, read while it did not change.
+
+    @ivar data: The content.
+    @ivar mtime: Modification time, in seconds since the epoch.
+    """
+
+    data: bytes
+    mtime: float
+
+
+class IAnswerFiles(Interface):
+    """
+    The answers directory.
+    """
+
+    def listing() -> AnswerListing:
+        """
+        List the answer files now.
+
+        @raise AnswersUnavailable: when the directory cannot be read.
+        """
+
+    def read(name: str) -> FileContents:
+        """
+        Read a file named by a listing (C{default.toml} or a L{HostFile.name}).
+
+        @raise FileNotFoundError: when it has gone since it was listed.
+        @raise AnswerFileChanging: when it changed during every attempt to read it.
+        @raise AnswerFileTooLarge: when it is larger than L{MAX_ANSWER_BYTES}.
+        @raise AnswersUnavailable: when it cannot be read for another reason.
+        """
+
+
+@implementer(IAnswerFiles)
+@frozen
+class DirectoryAnswerFiles:
+    """
+    L{IAnswerFiles} on a directory of the local file system.
+
+    @ivar root: The answers directory.
+    """
+
+    root: Path
+
+    def listing(self) -> AnswerListing:
+        try:
+            if not self.root.is_dir():
+                raise AnswersUnavailable("answers directory is missing or not a directory")
+            default_present = _is_regular_file(self.root / DEFAULT_NAME)
+            host_files: list[HostFile] = []
+            unrecognised: list[str] = []
+            for entry in _scan(self.root / HOSTS_DIR):
+                name = f"{HOSTS_DIR}/{entry.name}"
+                try:
+                    mac = MacAddress.parse(entry.name[: -len(TOML_SUFFIX)])
+                except MacAddressError:
+                    unrecognised.append(name)
+                else:
+                    host_files.append(HostFile(mac, name))
+        except OSError as e:
+            raise AnswersUnavailable(f"answers directory cannot be read: {e.strerror}") from e
+        return AnswerListing(
+            default_present,
+            tuple(sorted(host_files, key=lambda f: f.name)),
+            tuple(sorted(unrecognised)),
+        )
+
+    def read(self, name: str) -> FileContents:
+        path = self.root / name
+        for _attempt in range(5):
+            try:
+                # O_NONBLOCK: a FIFO put in place of an answer file must not hang the server.
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise
+            except OSError as e:
+                raise AnswersUnavailable(f"{name} cannot be read: {e.strerror}") from e
+            with os.fdopen(fd, "rb") as f:
+                before = os.fstat(f.fileno())
+                if not stat.S_ISREG(before.st_mode):
+                    raise AnswersUnavailable(f"{name} is not a regular file")
+                if before.st_size > MAX_ANSWER_BYTES:
+                    raise AnswerFileTooLarge(name)
+                try:
+                    data = f.read(MAX_ANSWER_BYTES + 1)
+                except OSError as e:
+                    raise AnswersUnavailable(f"{name} cannot be read: {e.strerror}") from e
+                after = os.fstat(f.fileno())
+            if len(data) > MAX_ANSWER_BYTES:
+                raise AnswerFileTooLarge(name)
+            unchanged = (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
+            if unchanged and len(data) == after.st_size:
+                return FileContents(data, after.st_mtime_ns / 1e9)
+        raise AnswerFileChanging(name)
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        if e.errno in (errno.ENOTDIR, errno.ELOOP):
+            return False
+        raise
+
+
+def _scan(directory: Path) -> list[os.DirEntry[str]]:
+    """
+    The C{*.toml} regular files (or links to them) in C{directory}; hidden names, which
+    editors and atomic writers use for temporary files, are left out.
+    """
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    except NotADirectoryError:
+        return []
+    return [
+        entry
+        for entry in entries
+        if entry.name.endswith(TOML_SUFFIX)
+        and not entry.name.startswith(".")
+        and _is_regular_file(Path(entry.path))
+    ]

@@ -1,0 +1,160 @@
+"""
+The system information the Proxmox installer POSTs when it asks for its answer.
+
+Every installer from 8.2 on sends a JSON object with C{network_interfaces} (a list of
+C{{"link": ..., "mac": ...}}), C{product}, C{iso} and C{dmi}. 8.2 sends a truncated
+charset (C{charset=utf-}), 9.2 upper-case MAC addresses; the body is read as UTF-8 JSON
+whatever the headers say.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from attrs import frozen
+
+from pxepilot.macs import MacAddress, MacAddressError, describe, is_other_hardware_address
+
+MAX_REQUEST_BYTES = 1 << 20
+
+
+class BadInstallerRequest(Exception):
+    """
+    A request body that is not installer system information; the message says why.
+    """
+
+
+@frozen
+class InstallerRequest:
+    """
+    What pxe-pilot uses of the installer's system information.
+
+    @ivar macs: The 48-bit MAC addresses of C{network_interfaces}, in payload order,
+        each once.
+    @ivar skipped: Interfaces with a hardware address that is not 48 bits (InfiniBand
+        and the like), as C{"link address"} text; they cannot name a host.
+    @ivar product: C{pve}, C{pbs}, C{pmg} or C{pdm}, if sent.
+    @ivar product_name: The product's long name, if sent.
+    @ivar release: The ISO release (C{9.1}), if sent.
+    @ivar iso_release: The ISO's own release number (C{1}), if sent.
+    @ivar schema_version: C{$schema.version}; absent from 8.2 installers.
+    @ivar serial: The DMI system serial number, if sent and not empty.
+    @ivar uuid: The DMI system UUID, if sent and not empty.
+    """
+
+    macs: tuple[MacAddress, ...]
+    skipped: tuple[str, ...] = ()
+    product: str | None = None
+    product_name: str | None = None
+    release: str | None = None
+    iso_release: str | None = None
+    schema_version: str | None = None
+    serial: str | None = None
+    uuid: str | None = None
+
+    @property
+    def release_label(self) -> str | None:
+        """
+        C{9.1-1}, or as much of it as was sent.
+        """
+        if self.release and self.iso_release:
+            return f"{self.release}-{self.iso_release}"
+        return self.release
+
+
+def parse_installer_request(body: bytes) -> InstallerRequest:
+    """
+    Read the installer's system information.
+
+    @raise BadInstallerRequest: for a body that is not UTF-8 JSON, not an object, without
+        a list of C{network_interfaces}, or with an interface without a valid MAC.
+    """
+    if len(body) > MAX_REQUEST_BYTES:
+        raise BadInstallerRequest(f"request body is larger than {MAX_REQUEST_BYTES} bytes")
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise BadInstallerRequest(f"request body is not UTF-8 (byte {e.start})") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadInstallerRequest(f"request body is not valid JSON: {e}") from None
+    except (ValueError, RecursionError):
+        # Integers beyond Python's digit limit, or nesting beyond the recursion limit.
+        raise BadInstallerRequest("request body is not acceptable JSON") from None
+    if not isinstance(document, dict):
+        raise BadInstallerRequest(
+            f"request body must be a JSON object, not {_json_type(document)}"
+        )
+    if "network_interfaces" not in document:
+        raise BadInstallerRequest("request body has no network_interfaces")
+    interfaces = document["network_interfaces"]
+    if not isinstance(interfaces, list):
+        raise BadInstallerRequest(
+            f"network_interfaces must be a list, not {_json_type(interfaces)}"
+        )
+
+    macs: list[MacAddress] = []
+    skipped: list[str] = []
+    for index, interface in enumerate(interfaces):
+        where = f"network_interfaces[{index}]"
+        if not isinstance(interface, dict):
+            raise BadInstallerRequest(f"{where} must be an object, not {_json_type(interface)}")
+        mac_text = interface.get("mac")
+        if not isinstance(mac_text, str):
+            problem = "has no mac" if mac_text is None else "mac must be a string"
+            raise BadInstallerRequest(f"{where} {problem}")
+        try:
+            mac = MacAddress.parse(mac_text)
+        except MacAddressError:
+            if is_other_hardware_address(mac_text):
+                link = interface.get("link")
+                skipped.append(f"{link if isinstance(link, str) else '?'} {mac_text}")
+                continue
+            raise BadInstallerRequest(
+                f"{where}.mac {describe(mac_text)} is not a MAC address"
+            ) from None
+        if mac not in macs:
+            macs.append(mac)
+    if not macs:
+        raise BadInstallerRequest("network_interfaces lists no MAC address")
+
+    product = _table(document, "product")
+    iso = _table(document, "iso")
+    system = _table(_table(document, "dmi"), "system")
+    return InstallerRequest(
+        macs=tuple(macs),
+        skipped=tuple(skipped),
+        product=_text(product, "product"),
+        product_name=_text(product, "fullname"),
+        release=_text(iso, "release"),
+        iso_release=_text(iso, "isorelease"),
+        schema_version=_text(_table(document, "$schema"), "version"),
+        serial=_text(system, "serial"),
+        uuid=_text(system, "uuid"),
+    )
+
+
+def _table(document: dict[str, Any], key: str) -> dict[str, Any]:
+    value = document.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _text(table: dict[str, Any], key: str) -> str | None:
+    """
+    A descriptive string field, kept short and printable; anything else is absent.
+    """
+    value = table.get(key)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value.strip()[:128])
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), "a value")

@@ -1,0 +1,94 @@
+"""
+pxe-pilot as a set of parts: the HTTP resource and the services behind it.
+
+This is the embedding API. C{twistd pxe-pilot} uses it; so can another Twisted
+application::
+
+    from pxepilot import Config, PxePilot
+
+    pilot = PxePilot(Config(answers_dir="/srv/answers", assets_dir="/srv/assets"))
+    root.putChild(b"pxe", pilot.resource)          # under the host's own Site
+    pilot.service.setServiceParent(application)    # TFTP and other background work
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import define, field
+from twisted.application.service import IService, MultiService
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.resource import IResource
+from twisted.web.server import Site
+
+from pxepilot.answers.files import DirectoryAnswerFiles
+from pxepilot.answers.service import AnswerService
+from pxepilot.config import Config
+from pxepilot.health import AnswersHealth, DirectoryHealth, Disabled, IHealthCheck
+from pxepilot.http.app import PxePilotRoutes
+from pxepilot.http.listener import HTTPListener
+from pxepilot.http.site import PxePilotSite
+
+
+def _global_reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+@define
+class PxePilot:
+    """
+    One pxe-pilot instance built from a L{Config}.
+
+    @ivar config: Its configuration.
+    @ivar reactor: The reactor it runs on; the global one when not given.
+    @ivar resource: The HTTP resource tree; mount it at the root of a site or under any
+        prefix of another one.
+    @ivar service: The services that run beside HTTP (such as TFTP); start it with, or
+        attach it to, the application's service tree.
+    """
+
+    config: Config
+    reactor: Any = field(factory=_global_reactor)
+    answers: AnswerService = field(init=False)
+    resource: IResource = field(init=False)
+    service: MultiService = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        clock: IReactorTime = self.reactor
+        self.answers = AnswerService(DirectoryAnswerFiles(self.config.answers_dir), clock)
+        checks: list[IHealthCheck] = [
+            AnswersHealth(self.answers),
+            DirectoryHealth("assets", self.config.assets_dir),
+        ]
+        if not self.config.boot_enabled:
+            checks.append(Disabled("tftp"))
+        routes = PxePilotRoutes(
+            answers=self.answers,
+            health_checks=tuple(checks),
+            trusted_proxies=self.config.trusted_proxies,
+        )
+        self.resource = routes.app.resource()
+        self.service = MultiService()
+        self.service.setName("pxe-pilot")
+
+    def site(self) -> Site:
+        """
+        A site serving L{resource} at its root, as C{twistd pxe-pilot} runs it.
+        """
+        return PxePilotSite(self.resource)
+
+
+def make_service(config: Config, reactor: Any = None) -> IService:
+    """
+    Everything C{twistd pxe-pilot} runs: the HTTP listener (named C{http}) and the
+    services of L{PxePilot} (named C{pxe-pilot}).
+    """
+    pilot = PxePilot(config) if reactor is None else PxePilot(config, reactor)
+    top = MultiService()
+    pilot.service.setServiceParent(top)
+    http = HTTPListener(pilot.reactor, config.http_endpoint(), pilot.site())
+    http.setName("http")
+    http.setServiceParent(top)
+    return top

@@ -1,0 +1,312 @@
+"""
+pxe-pilot's configuration: one frozen L{Config}, loaded from command-line options and
+C{PXE_PILOT_*} environment variables.
+
+L{SETTINGS} is the single description of every setting; the twistd options, the
+environment lookup and the documentation are all derived from it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+from attrs import field, frozen
+from hyperlink import DecodedURL
+from twisted.logger import LogLevel
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """
+    A configuration value is invalid; the message names the option and the problem.
+    """
+
+
+def _port(value: int) -> int:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"port {value} is outside 0-65535")
+    return value
+
+
+def _check_port(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    try:
+        _port(value)
+    except ValueError as e:
+        raise ConfigError(f"{attribute.name}: {e}") from None
+
+
+@frozen
+class Config:
+    """
+    Everything pxe-pilot needs to run. Build one directly when embedding pxe-pilot, or with
+    L{load_config} from options and the environment.
+
+    @ivar answers_dir: Holds C{default.toml} and C{hosts/<mac>.toml}.
+    @ivar assets_dir: Boot assets made by the builder.
+    @ivar asset_url: External base URL of the assets directory, with a trailing slash;
+        L{None} to derive it from each request.
+    @ivar port: HTTP port; 0 picks a free one.
+    @ivar interface: Address to bind HTTP and TFTP to; L{None} for all IPv4 addresses.
+    @ivar boot_enabled: Whether to run the built-in TFTP server.
+    @ivar tftp_port: TFTP port; 0 picks a free one.
+    @ivar tftp_root: Files served over TFTP.
+    @ivar log_level: The least severe pxe-pilot event that is logged.
+    @ivar trusted_proxies: Peers whose C{X-Forwarded-*} headers are believed.
+    """
+
+    answers_dir: Path = field(default=Path("answers"), converter=Path)
+    assets_dir: Path = field(default=Path("assets"), converter=Path)
+    asset_url: str | None = None
+    port: int = field(default=8080, validator=_check_port)
+    interface: str | None = None
+    boot_enabled: bool = False
+    tftp_port: int = field(default=69, validator=_check_port)
+    tftp_root: Path = field(default=Path("/usr/lib/ipxe"), converter=Path)
+    log_level: LogLevel = LogLevel.info
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+
+    def http_endpoint(self) -> str:
+        """
+        The server endpoint description the HTTP listener binds to.
+        """
+        if self.interface is None:
+            return f"tcp:{self.port}"
+        family = "tcp6" if ":" in self.interface else "tcp"
+        escaped = self.interface.replace(":", "\\:")
+        return f"{family}:port={self.port}:interface={escaped}"
+
+
+# Parsers turn the text of an option or variable into a value, or raise ValueError with
+# a message that completes "--option: ...".
+
+
+def parse_directory(text: str) -> Path:
+    if not text.strip():
+        raise ValueError("empty directory name")
+    # Absolute now: a daemonised twistd changes its working directory.
+    return Path(text).expanduser().absolute()
+
+
+def parse_port(text: str) -> int:
+    try:
+        number = int(text.strip(), 10)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a port number") from None
+    return _port(number)
+
+
+def parse_interface(text: str) -> str | None:
+    if text.strip().lower() in ("", "all", "*"):
+        return None
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address (or 'all')") from None
+
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+def parse_bool(text: str) -> bool:
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not true or false")
+
+
+_LOG_LEVELS: dict[str, LogLevel] = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warning": LogLevel.warn,
+    "warn": LogLevel.warn,
+    "error": LogLevel.error,
+}
+
+
+def parse_log_level(text: str) -> LogLevel:
+    try:
+        return _LOG_LEVELS[text.strip().lower()]
+    except KeyError:
+        raise ValueError(f"{text!r} is not one of debug, info, warning, error") from None
+
+
+def parse_base_url(text: str) -> str | None:
+    if not text.strip():
+        return None
+    try:
+        url = DecodedURL.from_text(text.strip())
+    except Exception:
+        raise ValueError(f"{text!r} is not a URL") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"{text!r} is not an absolute http:// or https:// URL")
+    if url.query or url.fragment:
+        raise ValueError(f"{text!r}: a base URL has no query or fragment")
+    rendered: str = url.to_text()
+    return rendered if rendered.endswith("/") else rendered + "/"
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    networks = []
+    for item in text.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an address or CIDR network") from None
+    return tuple(networks)
+
+
+@frozen
+class Setting:
+    """
+    One configurable value: its option, its environment variable and its default.
+
+    @ivar name: The L{Config} attribute.
+    @ivar option: The long option, without dashes.
+    @ivar env: The environment variable.
+    @ivar default: The default, as it would be written on the command line.
+    @ivar meaning: One line for C{--help} and the documentation.
+    @ivar parse: Turns text into the value; raises L{ValueError}.
+    @ivar flag: A boolean given as C{--option} / C{--no-option}.
+    @ivar metavar: What the option's argument is, for C{--help}.
+    """
+
+    name: str
+    option: str
+    env: str
+    default: str
+    meaning: str
+    parse: Callable[[str], Any]
+    flag: bool = False
+    metavar: str = ""
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "answers_dir",
+        "answers",
+        "PXE_PILOT_ANSWERS_DIR",
+        "./answers",
+        "directory with default.toml and hosts/*.toml",
+        parse_directory,
+        metavar="DIR",
+    ),
+    Setting(
+        "assets_dir",
+        "assets",
+        "PXE_PILOT_ASSETS_DIR",
+        "./assets",
+        "boot assets made by pxe-pilot-builder",
+        parse_directory,
+        metavar="DIR",
+    ),
+    Setting(
+        "asset_url",
+        "asset-url",
+        "PXE_PILOT_ASSET_URL",
+        "",
+        "external base URL of the assets directory (default: derived from each request)",
+        parse_base_url,
+        metavar="URL",
+    ),
+    Setting("port", "port", "PXE_PILOT_PORT", "8080", "HTTP port", parse_port, metavar="N"),
+    Setting(
+        "interface",
+        "interface",
+        "PXE_PILOT_INTERFACE",
+        "all",
+        "address to bind HTTP and TFTP to",
+        parse_interface,
+        metavar="ADDR",
+    ),
+    Setting(
+        "boot_enabled",
+        "boot",
+        "PXE_PILOT_BOOT_ENABLED",
+        "false",
+        "run the built-in TFTP server",
+        parse_bool,
+        flag=True,
+    ),
+    Setting(
+        "tftp_port", "tftp-port", "PXE_PILOT_TFTP_PORT", "69", "TFTP port", parse_port, metavar="N"
+    ),
+    Setting(
+        "tftp_root",
+        "tftp-root",
+        "PXE_PILOT_TFTP_ROOT",
+        "/usr/lib/ipxe",
+        "files served over TFTP",
+        parse_directory,
+        metavar="DIR",
+    ),
+    Setting(
+        "log_level",
+        "log-level",
+        "PXE_PILOT_LOG_LEVEL",
+        "info",
+        "debug, info, warning or error",
+        parse_log_level,
+        metavar="LEVEL",
+    ),
+    Setting(
+        "trusted_proxies",
+        "trusted-proxies",
+        "PXE_PILOT_TRUSTED_PROXIES",
+        "",
+        "comma-separated addresses or CIDRs allowed to set X-Forwarded-*",
+        parse_networks,
+        metavar="CIDRS",
+    ),
+)
+
+
+def load_config(options: Mapping[str, object], environ: Mapping[str, str]) -> Config:
+    """
+    Resolve every setting: an explicit option wins over the environment, the environment
+    over the default. Directories must exist (the TFTP root only when boot is enabled).
+
+    @param options: Option values by L{Setting.option}; L{None} or absent when the
+        option was not given. Flags are L{bool}, other options text.
+    @param environ: The process environment.
+
+    @raise ConfigError: naming the option (and variable) and what is wrong.
+    """
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        given = options.get(setting.option)
+        if given is not None:
+            source = f"--{setting.option}"
+            if isinstance(given, bool):
+                values[setting.name] = given
+                continue
+            text = str(given)
+        elif environ.get(setting.env, "").strip():
+            source = setting.env
+            text = environ[setting.env]
+        else:
+            source = f"--{setting.option} (default)"
+            text = setting.default
+        sources[setting.option] = source
+        try:
+            values[setting.name] = setting.parse(text)
+        except ValueError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+    config = Config(**values)
+    directories = [("answers", config.answers_dir), ("assets", config.assets_dir)]
+    if config.boot_enabled:
+        directories.append(("tftp-root", config.tftp_root))
+    for option, path in directories:
+        if not path.is_dir():
+            problem = "is not a directory" if path.exists() else "does not exist"
+            raise ConfigError(f"{sources[option]}: {path} {problem}")
+    return config

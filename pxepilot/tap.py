@@ -1,0 +1,90 @@
+"""
+C{twistd pxe-pilot}: command-line options and the service they describe.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, ClassVar
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from pxepilot._version import __version__
+from pxepilot.application import make_service
+from pxepilot.config import SETTINGS, Config, ConfigError, Setting, load_config
+from pxepilot.logs import set_log_level
+
+
+def _help(setting: Setting) -> str:
+    default = f" [default: {setting.default}]" if setting.default else ""
+    return f"{setting.meaning} (env {setting.env}){default}"
+
+
+class Options(usage.Options):
+    """
+    C{twistd pxe-pilot} options; each has a C{PXE_PILOT_*} environment variable, and an
+    option given on the command line wins over the environment.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serves Proxmox installer answer files over HTTP (POST /answer) and, with --boot, "
+        "the iPXE boot chain over TFTP. Every option can also be set through the "
+        "environment variable named in its help."
+    )
+    optParameters: ClassVar[list[list[str | None]]] = [
+        [s.option, None, None, _help(s)] for s in SETTINGS if not s.flag
+    ]
+
+    # Set by postOptions.
+    config: Config
+
+    def __init__(self) -> None:
+        super().__init__()
+        for setting in SETTINGS:
+            if setting.flag:
+                self[setting.option] = None
+
+    def opt_version(self) -> None:
+        """
+        Print pxe-pilot's version and exit.
+        """
+        print(f"pxe-pilot {__version__}")
+        sys.exit(0)
+
+    def postOptions(self) -> None:
+        try:
+            self.config = load_config(self, os.environ)
+        except ConfigError as e:
+            # One line and a non-zero exit, before anything binds; a usage error would
+            # print the whole help first.
+            raise SystemExit(f"pxe-pilot: error: {e}") from None
+
+
+def _flag_handlers(setting: Setting) -> None:
+    def on(self: Options) -> None:
+        self[setting.option] = True
+
+    def off(self: Options) -> None:
+        self[setting.option] = False
+
+    on.__doc__ = _help(setting)
+    off.__doc__ = f"do not {setting.meaning}"
+    setattr(Options, f"opt_{setting.option.replace('-', '_')}", on)
+    setattr(Options, f"opt_no_{setting.option.replace('-', '_')}", off)
+
+
+for _setting in SETTINGS:
+    if _setting.flag:
+        _flag_handlers(_setting)
+
+
+def makeService(options: Any) -> IService:
+    """
+    The service tree for C{twistd pxe-pilot}.
+    """
+    config: Config = options.config
+    set_log_level(config.log_level)
+    return make_service(config)

@@ -1,0 +1,207 @@
+"""
+Configuration: options win over the environment, the environment over defaults, and
+every invalid value is one clear error naming its option.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+from twisted.logger import LogLevel
+
+from pxepilot.config import SETTINGS, Config, ConfigError, load_config
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """
+    A working directory holding the default answers and assets directories.
+    """
+    (tmp_path / "answers").mkdir()
+    (tmp_path / "assets").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_defaults(dirs: Path) -> None:
+    """
+    With nothing given, every setting has its documented default.
+    """
+    config = load_config({}, {})
+    assert config == Config(
+        answers_dir=dirs / "answers",
+        assets_dir=dirs / "assets",
+        asset_url=None,
+        port=8080,
+        interface=None,
+        boot_enabled=False,
+        tftp_port=69,
+        tftp_root=Path("/usr/lib/ipxe"),
+        log_level=LogLevel.info,
+        trusted_proxies=(),
+    )
+    assert config.answers_dir.is_absolute()
+
+
+def test_environment_sets_every_setting(dirs: Path) -> None:
+    """
+    Every setting can come from its C{PXE_PILOT_*} variable.
+    """
+    other = dirs / "other"
+    other.mkdir()
+    environ = {
+        "PXE_PILOT_ANSWERS_DIR": str(other),
+        "PXE_PILOT_ASSETS_DIR": str(other),
+        "PXE_PILOT_ASSET_URL": "https://cdn.example.com/pxe",
+        "PXE_PILOT_PORT": "8081",
+        "PXE_PILOT_INTERFACE": "192.0.2.10",
+        "PXE_PILOT_BOOT_ENABLED": "true",
+        "PXE_PILOT_TFTP_PORT": "6969",
+        "PXE_PILOT_TFTP_ROOT": str(other),
+        "PXE_PILOT_LOG_LEVEL": "WARNING",
+        "PXE_PILOT_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.1",
+    }
+    assert set(environ) == {s.env for s in SETTINGS}
+    config = load_config({}, environ)
+    assert config == Config(
+        answers_dir=other,
+        assets_dir=other,
+        asset_url="https://cdn.example.com/pxe/",
+        port=8081,
+        interface="192.0.2.10",
+        boot_enabled=True,
+        tftp_port=6969,
+        tftp_root=other,
+        log_level=LogLevel.warn,
+        trusted_proxies=(
+            ipaddress.ip_network("10.0.0.0/8"),
+            ipaddress.ip_network("192.0.2.1/32"),
+        ),
+    )
+
+
+def test_option_wins_over_environment(dirs: Path) -> None:
+    """
+    An explicit option beats the environment variable, flags included.
+    """
+    config = load_config(
+        {"port": "9000", "boot": False, "log-level": "debug"},
+        {
+            "PXE_PILOT_PORT": "8081",
+            "PXE_PILOT_BOOT_ENABLED": "yes",
+            "PXE_PILOT_LOG_LEVEL": "error",
+        },
+    )
+    assert (config.port, config.boot_enabled, config.log_level) == (9000, False, LogLevel.debug)
+    assert load_config(
+        {"boot": True}, {"PXE_PILOT_BOOT_ENABLED": "false", "PXE_PILOT_TFTP_ROOT": str(dirs)}
+    ).boot_enabled
+
+
+def test_empty_environment_variable_is_unset(dirs: Path) -> None:
+    """
+    C{-e PXE_PILOT_PORT=} (an empty value) means the default.
+    """
+    assert load_config({}, {"PXE_PILOT_PORT": "", "PXE_PILOT_ASSET_URL": " "}).port == 8080
+
+
+@pytest.mark.parametrize(
+    ("options", "environ", "message"),
+    [
+        ({"port": "http"}, {}, "--port: 'http' is not a port number"),
+        ({"port": "70000"}, {}, "--port: port 70000 is outside 0-65535"),
+        ({}, {"PXE_PILOT_PORT": "-1"}, "PXE_PILOT_PORT: port -1 is outside 0-65535"),
+        ({"tftp-port": "6 9"}, {}, "--tftp-port: '6 9' is not a port number"),
+        ({"log-level": "verbose"}, {}, "--log-level: 'verbose' is not one of debug"),
+        ({}, {"PXE_PILOT_BOOT_ENABLED": "maybe"}, "PXE_PILOT_BOOT_ENABLED: 'maybe' is not"),
+        ({"interface": "eth0"}, {}, "--interface: 'eth0' is not an IP address"),
+        ({"asset-url": "ftp://x/"}, {}, "--asset-url: 'ftp://x/' is not an absolute http"),
+        ({"asset-url": "/assets"}, {}, "is not an absolute http:// or https:// URL"),
+        ({"asset-url": "http://x/?a=1"}, {}, "a base URL has no query"),
+        ({"trusted-proxies": "10.0.0.0/33"}, {}, "--trusted-proxies: '10.0.0.0/33' is not"),
+        ({"answers": "missing"}, {}, "--answers: "),
+        ({}, {"PXE_PILOT_ASSETS_DIR": "missing"}, "PXE_PILOT_ASSETS_DIR: "),
+    ],
+)
+def test_invalid_values(
+    dirs: Path, options: dict[str, object], environ: dict[str, str], message: str
+) -> None:
+    """
+    Each invalid value raises one L{ConfigError} naming where it came from.
+    """
+    with pytest.raises(ConfigError) as raised:
+        load_config(options, environ)
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_directory_problems(dirs: Path) -> None:
+    """
+    A missing directory and a file in place of a directory are told apart.
+    """
+    (dirs / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"--answers: .*/missing does not exist"):
+        load_config({"answers": "missing"}, {})
+    with pytest.raises(ConfigError, match=r"--assets: .*/file is not a directory"):
+        load_config({"assets": "file"}, {})
+
+
+def test_tftp_root_only_checked_with_boot(dirs: Path) -> None:
+    """
+    The TFTP root must exist only when the TFTP server runs.
+    """
+    assert not load_config({"tftp-root": "missing"}, {}).boot_enabled
+    with pytest.raises(ConfigError, match=r"--tftp-root: .*missing does not exist"):
+        load_config({"tftp-root": "missing", "boot": True}, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("on", True),
+        ("false", False),
+        ("0", False),
+        ("No", False),
+        ("off", False),
+    ],
+)
+def test_boolean_spellings(dirs: Path, text: str, expected: bool) -> None:
+    """
+    Booleans accept the usual spellings of true and false.
+    """
+    environ = {"PXE_PILOT_BOOT_ENABLED": text, "PXE_PILOT_TFTP_ROOT": str(dirs)}
+    assert load_config({}, environ).boot_enabled is expected
+
+
+def test_interfaces(dirs: Path) -> None:
+    """
+    An interface is an IPv4 or IPv6 address, or all of them; the endpoint follows.
+    """
+    assert load_config({"interface": "all"}, {}).interface is None
+    assert load_config({}, {}).http_endpoint() == "tcp:8080"
+    v4 = load_config({"interface": "127.0.0.1", "port": "0"}, {})
+    assert v4.http_endpoint() == "tcp:port=0:interface=127.0.0.1"
+    v6 = load_config({"interface": "::1"}, {})
+    assert v6.http_endpoint() == "tcp6:port=8080:interface=\\:\\:1"
+
+
+def test_asset_url_normalised(dirs: Path) -> None:
+    """
+    The asset base URL always ends with one slash.
+    """
+    assert load_config({"asset-url": "http://h:8080/a/b"}, {}).asset_url == "http://h:8080/a/b/"
+    assert load_config({"asset-url": "https://h/"}, {}).asset_url == "https://h/"
+
+
+def test_config_rejects_bad_ports_when_built_directly() -> None:
+    """
+    Embedding code that builds a L{Config} by hand gets the same port check.
+    """
+    with pytest.raises(ConfigError, match="port: port 65536"):
+        Config(port=65536)

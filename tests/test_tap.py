@@ -1,0 +1,76 @@
+"""
+C{twistd pxe-pilot}: options and the service tree they build, inspected without binding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from twisted.application.service import IServiceCollection, IServiceMaker, MultiService
+from twisted.plugin import IPlugin, getPlugins
+
+from pxepilot.http.listener import HTTPListener
+from pxepilot.http.site import PxePilotSite
+from pxepilot.tap import Options, makeService
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "answers").mkdir()
+    (tmp_path / "assets").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for name in ["PXE_PILOT_PORT", "PXE_PILOT_INTERFACE", "PXE_PILOT_BOOT_ENABLED"]:
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def test_plugin_is_discovered() -> None:
+    """
+    twistd finds the C{pxe-pilot} service maker.
+    """
+    import twisted.plugins
+
+    makers = {p.tapname: p for p in getPlugins(IServiceMaker, twisted.plugins)}
+    assert IPlugin.providedBy(makers["pxe-pilot"])
+    assert makers["pxe-pilot"].options is Options
+
+
+def test_service_tree(dirs: Path) -> None:
+    """
+    The tree holds a named HTTP listener on the configured endpoint, serving pxe-pilot's
+    site, and the named pxe-pilot collection.
+    """
+    options = Options()
+    options.parseOptions(["--port", "8181", "--interface", "127.0.0.1"])
+    top = makeService(options)
+    assert isinstance(top, MultiService)
+    http = top.getServiceNamed("http")
+    assert isinstance(http, HTTPListener)
+    assert http.description == "tcp:port=8181:interface=127.0.0.1"
+    assert isinstance(http.factory, PxePilotSite)
+    assert IServiceCollection.providedBy(top.getServiceNamed("pxe-pilot"))
+
+
+def test_environment_and_flags(dirs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    The environment fills in what the command line leaves out; C{--no-boot} overrides
+    C{PXE_PILOT_BOOT_ENABLED=true}.
+    """
+    monkeypatch.setenv("PXE_PILOT_PORT", "9999")
+    monkeypatch.setenv("PXE_PILOT_BOOT_ENABLED", "true")
+    options = Options()
+    options.parseOptions(["--no-boot"])
+    assert options.config.port == 9999
+    assert options.config.boot_enabled is False
+
+
+def test_invalid_value_exits_with_one_line(dirs: Path) -> None:
+    """
+    An invalid value ends option parsing with one line naming it, not the whole help.
+    """
+    with pytest.raises(SystemExit) as raised:
+        Options().parseOptions(["--log-level", "loud"])
+    assert str(raised.value) == (
+        "pxe-pilot: error: --log-level: 'loud' is not one of debug, info, warning, error"
+    )
