@@ -142,4 +142,3 @@ def debug_logging() -> Iterator[None]:
     set_log_level(LogLevel.debug)
     yield
     set_log_level(LogLevel.info)
-
