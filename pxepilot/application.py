@@ -28,6 +28,11 @@ from pxepilot.health import AnswersHealth, DirectoryHealth, Disabled, IHealthChe
 from pxepilot.http.app import PxePilotRoutes
 from pxepilot.http.listener import HTTPListener
 from pxepilot.http.site import PxePilotSite
+from pxepilot.tftp.files import TFTPRoot
+from pxepilot.tftp.negotiation import Limits
+from pxepilot.tftp.server import TFTPServer, reactor_port_opener
+from pxepilot.tftp.service import TFTPHealth, TFTPService
+from pxepilot.tftp.transfer import RetransmitPolicy
 
 
 def _global_reactor() -> Any:
@@ -45,8 +50,9 @@ class PxePilot:
     @ivar reactor: The reactor it runs on; the global one when not given.
     @ivar resource: The HTTP resource tree; mount it at the root of a site or under any
         prefix of another one.
-    @ivar service: The services that run beside HTTP (such as TFTP); start it with, or
-        attach it to, the application's service tree.
+    @ivar service: The services that run beside HTTP (the TFTP server, named C{tftp},
+        when boot is enabled); start it with, or attach it to, the application's
+        service tree.
     """
 
     config: Config
@@ -62,7 +68,13 @@ class PxePilot:
             AnswersHealth(self.answers),
             DirectoryHealth("assets", self.config.assets_dir),
         ]
-        if not self.config.boot_enabled:
+        self.service = MultiService()
+        self.service.setName("pxe-pilot")
+        if self.config.boot_enabled:
+            tftp = self._tftp_service()
+            tftp.setServiceParent(self.service)
+            checks.append(TFTPHealth(tftp, self.config.tftp_root))
+        else:
             checks.append(Disabled("tftp"))
         routes = PxePilotRoutes(
             answers=self.answers,
@@ -70,8 +82,24 @@ class PxePilot:
             trusted_proxies=self.config.trusted_proxies,
         )
         self.resource = routes.app.resource()
-        self.service = MultiService()
-        self.service.setName("pxe-pilot")
+
+    def _tftp_service(self) -> TFTPService:
+        config = self.config
+        server = TFTPServer(
+            files=TFTPRoot(config.tftp_root),
+            clock=self.reactor,
+            open_port=reactor_port_opener(self.reactor),
+            interface=config.interface or "",
+            limits=Limits(
+                max_blksize=config.tftp_max_blksize, max_windowsize=config.tftp_max_windowsize
+            ),
+            policy=RetransmitPolicy(max_duration=config.tftp_max_transfer_time),
+            max_transfers=config.tftp_max_transfers,
+            max_per_client=config.tftp_max_per_client,
+        )
+        service = TFTPService(self.reactor, server, config.tftp_port, config.interface or "")
+        service.setName("tftp")
+        return service
 
     def site(self) -> Site:
         """

@@ -57,6 +57,11 @@ class Config:
     @ivar tftp_root: Files served over TFTP.
     @ivar log_level: The least severe pxe-pilot event that is logged.
     @ivar trusted_proxies: Peers whose C{X-Forwarded-*} headers are believed.
+    @ivar tftp_max_blksize: The largest TFTP block size granted.
+    @ivar tftp_max_windowsize: The largest TFTP window granted, in blocks.
+    @ivar tftp_max_transfers: Concurrent TFTP transfers in all.
+    @ivar tftp_max_per_client: Concurrent TFTP transfers from one address.
+    @ivar tftp_max_transfer_time: Longest a TFTP transfer may take, in seconds.
     """
 
     answers_dir: Path = field(default=Path("answers"), converter=Path)
@@ -69,6 +74,11 @@ class Config:
     tftp_root: Path = field(default=Path("/usr/lib/ipxe"), converter=Path)
     log_level: LogLevel = LogLevel.info
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    tftp_max_blksize: int = 65464
+    tftp_max_windowsize: int = 64
+    tftp_max_transfers: int = 200
+    tftp_max_per_client: int = 8
+    tftp_max_transfer_time: float = 3600.0
 
     def http_endpoint(self) -> str:
         """
@@ -151,6 +161,19 @@ def parse_base_url(text: str) -> str | None:
         raise ValueError(f"{text!r}: a base URL has no query or fragment")
     rendered: str = url.to_text()
     return rendered if rendered.endswith("/") else rendered + "/"
+
+
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            number = int(text.strip(), 10)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a whole number") from None
+        if not low <= number <= high:
+            raise ValueError(f"{number} is outside {low}-{high}")
+        return number
+
+    return parse
 
 
 def parse_networks(text: str) -> tuple[IPNetwork, ...]:
@@ -264,6 +287,51 @@ SETTINGS: tuple[Setting, ...] = (
         "comma-separated addresses or CIDRs allowed to set X-Forwarded-*",
         parse_networks,
         metavar="CIDRS",
+    ),
+    Setting(
+        "tftp_max_blksize",
+        "tftp-max-blksize",
+        "PXE_PILOT_TFTP_MAX_BLKSIZE",
+        "65464",
+        "largest TFTP block size granted (8-65464)",
+        _bounded(8, 65464),
+        metavar="BYTES",
+    ),
+    Setting(
+        "tftp_max_windowsize",
+        "tftp-max-windowsize",
+        "PXE_PILOT_TFTP_MAX_WINDOWSIZE",
+        "64",
+        "largest TFTP window granted, in blocks (1-65535)",
+        _bounded(1, 65535),
+        metavar="BLOCKS",
+    ),
+    Setting(
+        "tftp_max_transfers",
+        "tftp-max-transfers",
+        "PXE_PILOT_TFTP_MAX_TRANSFERS",
+        "200",
+        "concurrent TFTP transfers in all",
+        _bounded(1, 100000),
+        metavar="N",
+    ),
+    Setting(
+        "tftp_max_per_client",
+        "tftp-max-per-client",
+        "PXE_PILOT_TFTP_MAX_PER_CLIENT",
+        "8",
+        "concurrent TFTP transfers from one address",
+        _bounded(1, 100000),
+        metavar="N",
+    ),
+    Setting(
+        "tftp_max_transfer_time",
+        "tftp-max-transfer-time",
+        "PXE_PILOT_TFTP_MAX_TRANSFER_TIME",
+        "3600",
+        "longest a TFTP transfer may take, in seconds",
+        _bounded(1, 7 * 86400),
+        metavar="SECONDS",
     ),
 )
 

@@ -62,6 +62,11 @@ def test_environment_sets_every_setting(dirs: Path) -> None:
         "PXE_PILOT_TFTP_ROOT": str(other),
         "PXE_PILOT_LOG_LEVEL": "WARNING",
         "PXE_PILOT_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.1",
+        "PXE_PILOT_TFTP_MAX_BLKSIZE": "1468",
+        "PXE_PILOT_TFTP_MAX_WINDOWSIZE": "16",
+        "PXE_PILOT_TFTP_MAX_TRANSFERS": "50",
+        "PXE_PILOT_TFTP_MAX_PER_CLIENT": "4",
+        "PXE_PILOT_TFTP_MAX_TRANSFER_TIME": "600",
     }
     assert set(environ) == {s.env for s in SETTINGS}
     config = load_config({}, environ)
@@ -79,6 +84,11 @@ def test_environment_sets_every_setting(dirs: Path) -> None:
             ipaddress.ip_network("10.0.0.0/8"),
             ipaddress.ip_network("192.0.2.1/32"),
         ),
+        tftp_max_blksize=1468,
+        tftp_max_windowsize=16,
+        tftp_max_transfers=50,
+        tftp_max_per_client=4,
+        tftp_max_transfer_time=600,
     )
 
 
@@ -122,6 +132,9 @@ def test_empty_environment_variable_is_unset(dirs: Path) -> None:
         ({"asset-url": "http://x/?a=1"}, {}, "a base URL has no query"),
         ({"trusted-proxies": "10.0.0.0/33"}, {}, "--trusted-proxies: '10.0.0.0/33' is not"),
         ({"answers": "missing"}, {}, "--answers: "),
+        ({"tftp-max-blksize": "4"}, {}, "--tftp-max-blksize: 4 is outside 8-65464"),
+        ({"tftp-max-windowsize": "0"}, {}, "--tftp-max-windowsize: 0 is outside 1-65535"),
+        ({}, {"PXE_PILOT_TFTP_MAX_TRANSFERS": "many"}, "'many' is not a whole number"),
         ({}, {"PXE_PILOT_ASSETS_DIR": "missing"}, "PXE_PILOT_ASSETS_DIR: "),
     ],
 )

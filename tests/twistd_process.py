@@ -6,20 +6,21 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 TWISTD = Path(sys.executable).parent / "twistd"
-LISTENING = re.compile(r"HTTP listening on (?P<host>[^ ]+):(?P<port>\d+)")
+LISTENING = re.compile(r"HTTP listening on (?P<host>[^ ]+):(?P<port>\d+)\n")
 
 
 class TwistdProcess:
     """
-    C{twistd -n pxe-pilot ARGS}, its output collected, its HTTP port found in its log.
+    C{twistd -n pxe-pilot ARGS}, its log collected in a file (a pipe nobody reads would
+    fill up and stall the server), its HTTP port found in its log.
     """
 
     def __init__(
@@ -27,38 +28,35 @@ class TwistdProcess:
     ) -> None:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("PXE_PILOT_")}
         environ.update(env or {})
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()
         self.process = subprocess.Popen(
             [str(TWISTD), "-n", "--pidfile=", "pxe-pilot", *args],
-            stdout=subprocess.PIPE,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
             env=environ,
             cwd=cwd,
         )
-        self.output = b""
+
+    @property
+    def text(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")
 
     def read_until(self, pattern: re.Pattern[str], timeout: float = 20) -> re.Match[str]:
         """
-        Read the log until C{pattern} matches a line.
+        Wait until C{pattern} matches the log.
         """
-        assert self.process.stdout is not None
         deadline = time.monotonic() + timeout
         while True:
-            found = pattern.search(self.output.decode("utf-8", "replace"))
+            found = pattern.search(self.text)
             if found:
                 return found
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (self.process.poll() is not None and not self._read(0)):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                found = pattern.search(self.text)
+                if found:
+                    return found
                 raise AssertionError(f"{pattern.pattern!r} not in output:\n{self.text}")
-            self._read(remaining)
-
-    def _read(self, timeout: float) -> bool:
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], min(timeout, 0.5))
-        if not ready:
-            return False
-        chunk = os.read(self.process.stdout.fileno(), 65536)
-        self.output += chunk
-        return bool(chunk)
+            time.sleep(0.05)
 
     def http_port(self) -> int:
         return int(self.read_until(LISTENING)["port"])
@@ -67,10 +65,7 @@ class TwistdProcess:
         """
         Wait for the process to exit by itself; its exit code.
         """
-        code = self.process.wait(timeout)
-        while self._read(0):
-            pass
-        return code
+        return self.process.wait(timeout)
 
     def stop(self) -> int:
         """
@@ -79,7 +74,3 @@ class TwistdProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.finish()
-
-    @property
-    def text(self) -> str:
-        return self.output.decode("utf-8", "replace")

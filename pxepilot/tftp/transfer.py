@@ -1,0 +1,328 @@
+"""
+One read transfer as a small state machine, with no socket and no reactor in sight:
+datagrams go out through a C{send} callable, time comes from an injected clock.
+
+States: C{NEGOTIATING} (OACK sent, waiting for ACK 0), C{SENDING} (a window of DATA
+out, waiting for its ACK), C{DONE}. The handler for ACKs is swapped on each state
+change, so the per-block path makes no state tests.
+
+Block numbers are 16 bits on the wire and wrap to 0 after 65535; inside, blocks are
+counted without bound and each ACK is mapped onto the count by its distance from the
+last acknowledged block, so files of any size work and a stale ACK from before a wrap
+is never taken for a new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import struct
+from collections.abc import Callable
+
+from attrs import frozen
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from pxepilot.tftp.files import IReader
+from pxepilot.tftp.negotiation import Negotiated
+from pxepilot.tftp.packets import OP_DATA, ErrorCode, OptionAck, encode, encode_error
+
+_data_header = struct.Struct("!HH").pack
+
+
+class TransferState(enum.Enum):
+    NEGOTIATING = "negotiating"
+    SENDING = "sending"
+    DONE = "done"
+
+
+class OutcomeKind(enum.Enum):
+    """
+    How a transfer ended.
+    """
+
+    COMPLETE = "complete"
+    PROBE = "probe"  # the client asked for the size (tsize) and stopped, as firmware does
+    ABORTED = "aborted"  # the client sent an ERROR
+    TIMED_OUT = "timed-out"
+    TOO_LONG = "too-long"
+    EVICTED = "evicted"  # made room for another client, before it was ever acknowledged
+    SHUTDOWN = "shutdown"
+    FAILED = "failed"
+
+
+@frozen
+class Outcome:
+    kind: OutcomeKind
+    detail: str = ""
+
+
+@frozen
+class RetransmitPolicy:
+    """
+    When to send again and when to give up.
+
+    @ivar timeout: Seconds before the first retransmission, unless the client asked
+        for its own (RFC 2349).
+    @ivar max_timeout: The backoff doubles the wait up to this.
+    @ivar retries: Retransmissions in a row before a transfer times out.
+    @ivar unconfirmed_retries: The same, for a transfer never acknowledged at all: a
+        spoofed request must not turn the server into an amplifier.
+    @ivar max_duration: Longest a transfer may take, in seconds.
+    """
+
+    timeout: float = 1.0
+    max_timeout: float = 8.0
+    retries: int = 6
+    unconfirmed_retries: int = 3
+    max_duration: float = 3600.0
+
+
+class ReadTransfer:
+    """
+    Sends one file to one client.
+
+    @ivar state: The current L{TransferState}.
+    @ivar confirmed: Whether the client has acknowledged anything.
+    @ivar bytes_acknowledged: Data bytes the client has confirmed.
+    """
+
+    def __init__(
+        self,
+        reader: IReader,
+        negotiated: Negotiated,
+        send: Callable[[bytes], object],
+        clock: IReactorTime,
+        policy: RetransmitPolicy,
+        finished: Callable[[Outcome], None],
+    ) -> None:
+        self._reader = reader
+        self._negotiated = negotiated
+        self._blksize = negotiated.blksize
+        self._window = negotiated.windowsize
+        self._send = send
+        self._clock = clock
+        self._seconds = clock.seconds
+        self._policy = policy
+        self._finished = finished
+        size = reader.size
+        # The last block: short, or empty when the size is a multiple of the block size.
+        self._last: int | None = None if size is None else size // self._blksize + 1
+        self._acked = 0
+        self._next = 1
+        # The window after the one in flight, read ahead (at most one window).
+        self._ready: list[bytes] = []
+        self._ready_first = 0
+        self._base_timeout = float(negotiated.timeout or policy.timeout)
+        self._timeout = self._base_timeout
+        self._retries = 0
+        self._timer: IDelayedCall | None = None
+        self._sent_at = 0.0
+        self.started = clock.seconds()
+        self.confirmed = False
+        self.state = TransferState.NEGOTIATING
+        self.ack: Callable[[int], None] = self._ack_ignored
+
+    @property
+    def bytes_acknowledged(self) -> int:
+        sent = self._acked * self._blksize
+        size = self._reader.size
+        return sent if size is None else min(sent, size)
+
+    def start(self) -> None:
+        """
+        Send the OACK, or DATA 1 when no option was granted.
+        """
+        if self._negotiated.oack:
+            self.ack = self._ack_negotiating
+            self._send_oack()
+        else:
+            self._enter_sending()
+
+    # -- inputs
+
+    def _ack_ignored(self, block: int) -> None:
+        pass
+
+    def _ack_negotiating(self, block: int) -> None:
+        if block == 0:
+            self.confirmed = True
+            self._enter_sending()
+
+    def _ack_sending(self, block: int) -> None:
+        acked = self._acked
+        delta = (block - acked) & 0xFFFF
+        # 0: a duplicate, which must not trigger a resend (RFC 1123 4.2.3.1, the
+        # Sorcerer's Apprentice). Beyond what was sent: stale from before a wrap.
+        if not delta or delta >= self._next - acked:
+            return
+        acked += delta
+        self._acked = acked
+        self.confirmed = True
+        if acked == self._last:
+            self._end(Outcome(OutcomeKind.COMPLETE))
+            return
+        if self._retries:
+            # Back from retransmitting: the backed-off timer goes, a fresh one follows.
+            self._retries = 0
+            self._timeout = self._base_timeout
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        # A window ACKed in part means blocks were lost: go on right after the
+        # highest block received in order (RFC 7440 section 4).
+        self._send_from(acked + 1)
+
+    def client_error(self, code: int, message: str) -> None:
+        """
+        The client sent an ERROR. ERROR 0 or 8 right after the OACK (or after DATA 1
+        when no option was granted) is the size probe of PXE firmware, a normal end.
+        """
+        if self.state is TransferState.DONE:
+            return
+        before_data = self.state is TransferState.NEGOTIATING or (
+            not self._negotiated.oack and self._acked == 0
+        )
+        if code in (ErrorCode.NOT_DEFINED, ErrorCode.OPTION_REFUSED) and before_data:
+            self._end(Outcome(OutcomeKind.PROBE, f"error {code} {message!r}"))
+        else:
+            self._end(Outcome(OutcomeKind.ABORTED, f"client sent error {code} {message!r}"))
+
+    def stop(self, kind: OutcomeKind, message: str | None) -> None:
+        """
+        End the transfer from this side, telling the client with ERROR 0 and
+        C{message} unless it is L{None}.
+        """
+        if self.state is TransferState.DONE:
+            return
+        if message is not None:
+            self._send_quietly(encode_error(ErrorCode.NOT_DEFINED, message))
+        self._end(Outcome(kind, message or ""))
+
+    def fail(self, reason: str) -> None:
+        """
+        Something went wrong on this side: tell the client and end.
+        """
+        if self.state is not TransferState.DONE:
+            self._send_quietly(encode_error(ErrorCode.NOT_DEFINED, "server error"))
+            self._end(Outcome(OutcomeKind.FAILED, reason))
+
+    # -- outputs
+
+    def _enter_sending(self) -> None:
+        self.state = TransferState.SENDING
+        self.ack = self._ack_sending
+        self._send_from(1)
+
+    def _send_oack(self) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError, ConnectionRefusedError):
+            self._send(encode(OptionAck(self._negotiated.oack)))
+        self._sent()
+
+    def _window_from(self, first: int) -> list[bytes]:
+        """
+        The DATA datagrams of the window that starts at block C{first}.
+        """
+        blksize = self._blksize
+        count = self._window
+        last = self._last
+        if last is not None and first + count - 1 > last:
+            count = last - first + 1
+        data = self._reader.read((first - 1) * blksize, count * blksize)
+        if count == 1:
+            if len(data) < blksize:
+                self._last = first
+            return [_data_header(OP_DATA, first & 0xFFFF) + data]
+        datagrams = []
+        for index in range(count):
+            chunk = data[index * blksize : (index + 1) * blksize]
+            datagrams.append(_data_header(OP_DATA, (first + index) & 0xFFFF) + chunk)
+            if len(chunk) < blksize:
+                self._last = first + index
+                break
+        return datagrams
+
+    def _send_from(self, first: int) -> None:
+        # The per-block path: kept flat, since on a busy server every microsecond here
+        # is multiplied by every block of every transfer.
+        datagrams = self._ready if first == self._ready_first else self._window_from(first)
+        send = self._send
+        try:
+            for datagram in datagrams:
+                send(datagram)
+        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
+            # A full send buffer: the rest of the window is lost like any datagram on
+            # the wire, and the retransmission timer brings it back.
+            pass
+        following = first + len(datagrams)
+        self._next = following
+        self._sent_at = self._seconds()
+        if self._timer is None:
+            self._timer = self._clock.callLater(self._timeout, self._timer_fired)
+        # While the client takes this window in, the next one is made ready, so that
+        # its ACK is answered at once.
+        self._ready = []
+        self._ready_first = 0
+        last = self._last
+        if last is None or following <= last:
+            try:
+                self._ready = self._window_from(following)
+                self._ready_first = following
+            except OSError:
+                # Reading ahead is only a head start: the read is tried again, and its
+                # failure reported, when the client asks for that window.
+                pass
+
+    def _sent(self) -> None:
+        # One timer per transfer, re-armed lazily: a new window only moves the time it
+        # is measured from, which costs nothing per block.
+        self._sent_at = self._seconds()
+        if self._timer is None:
+            self._timer = self._clock.callLater(self._timeout, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        if self.state is TransferState.DONE:
+            return
+        try:
+            self._check_time()
+        except Exception as e:
+            self.fail(f"{type(e).__name__}: {e}")
+
+    def _check_time(self) -> None:
+        now = self._clock.seconds()
+        if now - self.started >= self._policy.max_duration:
+            self.stop(OutcomeKind.TOO_LONG, "transfer took too long")
+            return
+        due = self._sent_at + self._timeout
+        if now < due:
+            self._timer = self._clock.callLater(due - now, self._timer_fired)
+            return
+        allowed = self._policy.retries if self.confirmed else self._policy.unconfirmed_retries
+        if self._retries >= allowed:
+            waiting = (
+                "ACK 0"
+                if self.state is TransferState.NEGOTIATING
+                else (f"ACK {(self._next - 1) & 0xFFFF}")
+            )
+            self._end(Outcome(OutcomeKind.TIMED_OUT, f"no {waiting} after {allowed} retries"))
+            return
+        self._retries += 1
+        self._timeout = min(self._timeout * 2, max(self._policy.max_timeout, self._base_timeout))
+        if self.state is TransferState.NEGOTIATING:
+            self._send_oack()
+        else:
+            self._send_from(self._acked + 1)
+
+    def _send_quietly(self, datagram: bytes) -> None:
+        with contextlib.suppress(OSError):
+            self._send(datagram)
+
+    def _end(self, outcome: Outcome) -> None:
+        self.state = TransferState.DONE
+        self.ack = self._ack_ignored
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._ready = []
+        self._reader.close()
+        self._finished(outcome)
