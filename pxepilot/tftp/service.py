@@ -10,65 +10,37 @@ from pathlib import Path
 from typing import Any
 
 from attrs import frozen
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from zope.interface import implementer
 
 from pxepilot.health import ComponentHealth, IHealthCheck
-from pxepilot.logs import logger
+from pxepilot.listening import ListeningService
 from pxepilot.tftp.server import RequestPort, TFTPServer
 
-log = logger(__name__)
 
+class TFTPService(ListeningService):
+    """
+    Runs a L{TFTPServer} on C{port} of C{interface} (C{""}: every IPv4 address). On
+    stop, every transfer ends (its client told) and the service waits until their ports
+    are closed.
+    """
 
-class TFTPService(Service):
-    """
-    Runs a L{TFTPServer} on C{port} of C{interface} (C{""}: every IPv4 address).
-    """
+    kind = "TFTP"
 
     def __init__(self, reactor: Any, server: TFTPServer, port: int, interface: str) -> None:
         self._reactor = reactor
         self.server = server
         self.port_number = port
         self.interface = interface
-        self._port: RequestPort | None = None
 
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._listen()
-
-    def startService(self) -> None:
-        super().startService()
-        if self._port is None:
-            self._listen()
-
-    def _listen(self) -> None:
+    def _listen(self) -> RequestPort:
         port = RequestPort(self.port_number, self.server, self.interface, reactor=self._reactor)
         port.startListening()
-        self._port = port
-        host = port.getHost()
-        log.info("TFTP listening on {host}:{port}", host=host.host, port=host.port)
-
-    @property
-    def listening(self) -> bool:
-        return self._port is not None
-
-    def address(self) -> Any:
-        """
-        The request port's address, once started.
-        """
-        assert self._port is not None, "not listening"
-        return self._port.getHost()
+        return port
 
     def stopService(self) -> Deferred[Any]:
-        super().stopService()
-        port, self._port = self._port, None
-        waits: list[Deferred[Any]] = [self.server.stop_all()]
-        if port is not None:
-            stopped = port.stopListening()
-            if isinstance(stopped, Deferred):
-                waits.append(stopped)
-        return DeferredList(waits, consumeErrors=True)
+        stopped = super().stopService()
+        return DeferredList([self.server.stop_all(), stopped], consumeErrors=True)
 
 
 @implementer(IHealthCheck)
