@@ -228,13 +228,6 @@ def encode(packet: Packet) -> bytes:
     )
 
 
-def encode_data_header(block: int) -> bytes:
-    """
-    The four bytes in front of DATA block C{block}, which wraps to 0 after 65535.
-    """
-    return _OPCODE_BLOCK.pack(OP_DATA, block & 0xFFFF)
-
-
 def encode_error(code: ErrorCode, message: str) -> bytes:
     return encode(Error(code, message))
 
