@@ -1,12 +1,389 @@
 """
-The C{pxe-pilot-builder} command.
+The C{pxe-pilot-builder} command: a Proxmox ISO in, boot assets out.
+
+    pxe-pilot-builder --iso-url https://.../proxmox-ve_9.1-1.iso \\
+        --answer-url http://192.0.2.10:8080/answer --output ./assets
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import re
+import shutil
 import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import tomli_w
+from hyperlink import DecodedURL
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from builder.cdinfo import SAFE_NAME, NotProxmox, ProductInfo
+from builder.iso9660 import IsoError
+from builder.pipeline import BuildError, BuildResult, Pipeline
+from builder.progress import Progress
+from builder.publish import check_target, make_staging, publish, target_of, write_metadata
+from builder.source import download, fetch_expected_digest, read_local
+from pxepilot._version import __version__
+
+KERNEL_CMDLINE = "ramdisk_size=16777216 rw quiet splash=silent proxmox-start-auto-installer"
 
 
-def main(argv: list[str] | None = None) -> int:
-    print("pxe-pilot-builder: not available yet", file=sys.stderr)
-    return 1
+def _http_url(text: str) -> str:
+    try:
+        url = DecodedURL.from_text(text)
+    except Exception:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
+    return text
+
+
+def _fingerprint(text: str) -> str:
+    digits = text.replace(":", "").strip()
+    if not re.fullmatch(r"[0-9A-Fa-f]{64}", digits):
+        raise argparse.ArgumentTypeError(
+            "a certificate fingerprint is the SHA-256 of the certificate: 64 hex digits, "
+            "with or without colons"
+        )
+    upper = digits.upper()
+    return ":".join(upper[i : i + 2] for i in range(0, 64, 2))
+
+
+def _token(text: str) -> str:
+    if not re.fullmatch(r"[!-~]{1,256}", text) or '"' in text or "\\" in text:
+        raise argparse.ArgumentTypeError("a token is printable ASCII without spaces or quotes")
+    return text
+
+
+def _name(text: str) -> str:
+    if not SAFE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a usable directory name (letters, digits, '.', '_', '+', '-')"
+        )
+    return text
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pxe-pilot-builder",
+        description=(
+            "Turn a Proxmox VE, Backup Server, Mail Gateway or Datacenter Manager ISO into "
+            "the boot assets pxe-pilot serves: the ISO prepared to fetch its answer from "
+            "ANSWER_URL, the kernel, and the initrd holding the ISO."
+        ),
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--iso-url",
+        type=_http_url,
+        metavar="URL",
+        help="download the ISO (verified against SHA256SUMS next to it)",
+    )
+    source.add_argument("--iso", type=Path, metavar="PATH", help="use a local ISO file")
+    p.add_argument(
+        "--answer-url",
+        type=_http_url,
+        required=True,
+        metavar="URL",
+        help="where the installer fetches its answer: pxe-pilot's /answer",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=Path("assets"),
+        metavar="DIR",
+        help="assets directory (default: ./assets)",
+    )
+    p.add_argument(
+        "--cert-fingerprint",
+        type=_fingerprint,
+        metavar="FP",
+        help="SHA-256 fingerprint of the answer server's TLS certificate",
+    )
+    p.add_argument(
+        "--answer-token",
+        type=_token,
+        metavar="TOKEN",
+        help="token the installer sends with its answer request (9.2 and newer)",
+    )
+    p.add_argument(
+        "--product",
+        type=_name,
+        metavar="NAME",
+        help="directory name for the product (default: ISONAME from the ISO)",
+    )
+    p.add_argument(
+        "--version",
+        type=_name,
+        metavar="VER",
+        help="directory name for the version (default: RELEASE-ISORELEASE)",
+    )
+    p.add_argument(
+        "--layout",
+        choices=("combined", "named"),
+        default="combined",
+        help="combined: one initrd holding the ISO (default; boots with "
+        "Debian's iPXE on BIOS and UEFI); named: initrd.img and proxmox.iso",
+    )
+    p.add_argument(
+        "--skip-verify", action="store_true", help="do not check the download against SHA256SUMS"
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing version")
+    return p
+
+
+def mode_file(args: argparse.Namespace) -> bytes:
+    """
+    C{/auto-installer-mode.toml}: keys as every installer from 8.2 on reads them.
+    """
+    http: dict[str, str] = {"url": args.answer_url}
+    if args.cert_fingerprint:
+        http["cert_fingerprint"] = args.cert_fingerprint
+    if args.answer_token:
+        http["token"] = args.answer_token
+    return tomli_w.dumps({"mode": "http", "http": http}).encode()
+
+
+def metadata(
+    args: argparse.Namespace, result: BuildResult, verification: str, built: datetime.datetime
+) -> dict[str, Any]:
+    info = result.product
+    initrds: list[dict[str, str]]
+    if result.layout == "combined":
+        initrds = [{"file": "initrd"}]
+    else:
+        initrds = [{"file": "initrd.img"}, {"file": "proxmox.iso", "name": "proxmox.iso"}]
+    return {
+        "format": 1,
+        "product": info.product,
+        "product_name": info.product_name,
+        "iso_name": info.iso_name,
+        "release": info.release,
+        "iso_release": info.iso_release,
+        "version": info.version,
+        "layout": result.layout,
+        "kernel": "vmlinuz",
+        "initrds": initrds,
+        "kernel_cmdline": KERNEL_CMDLINE,
+        "source": {
+            "url": args.iso_url,
+            "path": str(args.iso.absolute()) if args.iso else None,
+            "size": result.source_size,
+            "sha256": result.source_sha256,
+            "verification": verification,
+        },
+        # The token itself stays out: this file is served to anyone with the assets.
+        "answer": {
+            "url": args.answer_url,
+            "cert_fingerprint": args.cert_fingerprint,
+            "token": bool(args.answer_token),
+        },
+        "files": {
+            name: {"size": f.size, "sha256": f.sha256} for name, f in sorted(result.files.items())
+        },
+        "built_at": built.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "builder": f"pxe-pilot-builder {__version__}",
+    }
+
+
+class _Build:
+    """
+    One run: the staging directory and pipeline it owns, cleaned up however it ends.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        args: argparse.Namespace,
+        client: Any,
+        progress: Progress,
+        threaded: bool,
+        now: float | None,
+    ) -> None:
+        self.reactor = reactor
+        self.args = args
+        self.client = client
+        self.progress = progress
+        self.threaded = threaded
+        self.now = now
+        self.staging: Path | None = None
+        self.pipeline: Pipeline | None = None
+        self._checked_target = False
+
+    def target(self, info: ProductInfo) -> Path:
+        return target_of(
+            self.args.output, self.args.product or info.iso_name, self.args.version or info.version
+        )
+
+    def _watch(self, count: int) -> None:
+        self.progress.advance(count)
+        pipeline = self.pipeline
+        if not self._checked_target and pipeline is not None and pipeline.product is not None:
+            # Known as soon as /.cd-info has arrived: no need to download the rest.
+            self._checked_target = True
+            check_target(self.target(pipeline.product), self.args.force)
+
+    def _pipeline(self, size: int | None) -> Pipeline:
+        assert self.staging is not None
+        self.pipeline = Pipeline(
+            self.staging,
+            self.args.layout,
+            mode_file(self.args),
+            size,
+            threaded=self.threaded,
+            now=self.now,
+        )
+        return self.pipeline
+
+    async def run(self) -> Path:
+        args = self.args
+        if args.product and args.version:
+            check_target(target_of(args.output, args.product, args.version), args.force)
+        self.staging = make_staging(args.output)
+        if args.iso is not None:
+            result, verification = await self._local(args.iso)
+        else:
+            result, verification = await self._remote(args.iso_url)
+        info = result.product
+        target = self.target(info)
+        self.progress.step(f"{info.product_name} {info.version}, SHA-256 {result.source_sha256}")
+        built = datetime.datetime.fromtimestamp(
+            self.now if self.now is not None else self.reactor.seconds(), datetime.UTC
+        )
+        write_metadata(self.staging, metadata(args, result, verification, built))
+        publish(self.staging, target, args.force)
+        self.staging = None
+        self.progress.step(f"published {info.product_name} {info.version} in {target}")
+        return target
+
+    async def _local(self, path: Path) -> tuple[BuildResult, str]:
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            raise BuildError(f"cannot read {path}: {e.strerror}") from None
+        if not path.is_file():
+            raise BuildError(f"{path} is not a file")
+        pipeline = self._pipeline(size)
+        self.progress.start(f"reading {path}", size)
+        if self.threaded:
+            await threads.deferToThread(read_local, path, pipeline, self._watch)
+        else:
+            read_local(path, pipeline, self._watch)
+        return await self._finish(pipeline), "local file"
+
+    async def _remote(self, url: str) -> tuple[BuildResult, str]:
+        expected = None
+        if not self.args.skip_verify:
+            expected = await fetch_expected_digest(self.reactor, self.client, url)
+            if expected is None:
+                self.progress.step("no SHA256SUMS next to the ISO: the download is not verified")
+        pipeline = await download(
+            self.reactor,
+            self.client,
+            url,
+            self._pipeline,
+            self._watch,
+            lambda size: self.progress.start(f"downloading {url}", size),
+        )
+        result = await self._finish(pipeline)
+        if expected is not None:
+            if result.source_sha256 != expected:
+                raise BuildError(
+                    f"SHA-256 mismatch for {url}: SHA256SUMS says {expected}, the download is "
+                    f"{result.source_sha256}; nothing was kept"
+                )
+            self.progress.step("verified against SHA256SUMS")
+        verification = (
+            "skipped"
+            if self.args.skip_verify
+            else ("SHA256SUMS" if expected else "none available")
+        )
+        return result, verification
+
+    async def _finish(self, pipeline: Pipeline) -> BuildResult:
+        self.progress.step("hashing the assets")
+        if self.threaded:
+            result: BuildResult = await threads.deferToThread(pipeline.finish)
+            return result
+        return pipeline.finish()
+
+    def cleanup(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.abort()
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging = None
+
+
+async def build(
+    reactor: Any,
+    args: argparse.Namespace,
+    client: Any = None,
+    stream: TextIO | None = None,
+    threaded: bool = True,
+    now: float | None = None,
+) -> Path:
+    """
+    Run one build; the published version's directory.
+
+    @raise BuildError: (or L{IsoError}, L{NotProxmox}, L{OSError}) when it fails; nothing
+        is left behind in the output directory then.
+    """
+    if client is None:
+        import treq
+
+        client = treq
+    run = _Build(reactor, args, client, Progress(stream or sys.stderr), threaded, now)
+    # Ctrl-C stops the reactor: nothing half-built may stay behind then either. The
+    # cleanup is idempotent, so the trigger can stay once the build is over.
+    reactor.addSystemEventTrigger("before", "shutdown", run.cleanup)
+    try:
+        return await run.run()
+    finally:
+        run.cleanup()
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        where = f" ({error.filename})" if error.filename else ""
+        return f"{error.strerror}{where}"
+    return str(error) or type(error).__name__
+
+
+def main(argv: list[str] | None = None) -> None:
+    """
+    Run the command: exit 0 when published, 1 after a failure (one line on stderr),
+    2 for a usage error, 130 when interrupted.
+    """
+    args = parser().parse_args(argv)
+    from twisted.internet import reactor
+
+    codes: list[int] = []
+
+    def succeeded(_: object) -> None:
+        codes.append(0)
+
+    def failed(failure: Failure) -> None:
+        error = failure.value or Exception("unknown failure")
+        if isinstance(error, BuildError | IsoError | NotProxmox | OSError):
+            sys.stderr.write(f"pxe-pilot-builder: error: {_message(error)}\n")
+        else:
+            sys.stderr.write(
+                f"pxe-pilot-builder: error: unexpected {type(error).__name__}: {_message(error)}\n"
+            )
+            failure.printTraceback(file=sys.stderr)
+        codes.append(1)
+
+    def start() -> None:
+        d = Deferred.fromCoroutine(build(reactor, args))
+        d.addCallbacks(succeeded, failed)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(start)
+    reactor.run()
+    # No outcome: the reactor was stopped by a signal (Ctrl-C) before the build ended.
+    sys.exit(codes[0] if codes else 130)

@@ -1,0 +1,125 @@
+"""
+Publishing a build: everything is written into a hidden staging directory next to its
+target and renamed into place at the end, so the server never lists a half-written
+version and a crash leaves nothing it would list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+from builder.pipeline import BuildError
+
+STAGING_PREFIX = ".build-"
+REPLACED_PREFIX = ".replaced-"
+METADATA = "asset.json"
+
+
+def make_staging(output: Path) -> Path:
+    """
+    A new, hidden staging directory in C{output} (created if need be). Staging
+    directories of builds that are no longer running are removed first.
+
+    @raise BuildError: when C{output} cannot be written.
+    """
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BuildError(f"cannot create the output directory {output}: {e.strerror}") from None
+    if not output.is_dir():
+        raise BuildError(f"{output} is not a directory")
+    remove_stale(output)
+    staging = output / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        staging.mkdir(mode=0o755)
+        probe = staging / ".probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            staging.rmdir()
+        raise BuildError(f"cannot write to the output directory {output}: {e.strerror}") from None
+    return staging
+
+
+def remove_stale(output: Path) -> None:
+    """
+    Remove staging directories left by builds that were killed.
+    """
+    for path in output.glob(f"{STAGING_PREFIX}*"):
+        pid = path.name[len(STAGING_PREFIX) :].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def target_of(output: Path, product: str, version: str) -> Path:
+    return output / product / version
+
+
+def check_target(target: Path, force: bool) -> None:
+    """
+    @raise BuildError: when the version exists and may not be replaced.
+    """
+    if target.exists() and not force:
+        raise BuildError(f"{target} already exists; use --force to replace it")
+
+
+def write_metadata(staging: Path, metadata: dict[str, Any]) -> None:
+    data = json.dumps(metadata, indent=2, sort_keys=False).encode() + b"\n"
+    path = staging / METADATA
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def publish(staging: Path, target: Path, force: bool) -> None:
+    """
+    Rename the staging directory to C{target}; with C{force}, the version it replaces
+    is moved aside first and removed after.
+
+    @raise BuildError: when the target exists and C{force} is not given.
+    """
+    check_target(target, force)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _fsync_dir(staging)
+    replaced = None
+    if target.exists():
+        replaced = target.parent / f"{REPLACED_PREFIX}{target.name}-{secrets.token_hex(4)}"
+        target.rename(replaced)
+    try:
+        staging.rename(target)
+    except OSError as e:
+        if replaced is not None:
+            replaced.rename(target)
+        if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise BuildError(f"{target} appeared during the build; use --force") from None
+        raise
+    _fsync_dir(target.parent)
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

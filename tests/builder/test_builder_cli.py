@@ -1,0 +1,413 @@
+"""
+pxe-pilot-builder as a user runs it: the command in a subprocess, against local ISOs
+and a real HTTP server on 127.0.0.1; every failure one line, nothing half-published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import utils
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from builder.testing import cd_info, make_iso, proxmox_files
+from tests.builder.helpers import iso_file, split_combined
+from tests.builder.servers import IsoServer
+
+BUILDER = str(Path(sys.executable).parent / "pxe-pilot-builder")
+ANSWER = "http://192.0.2.10:8080/answer"
+INITRD = b"\x1f\x8b initramfs " * 5000
+
+
+@pytest.fixture(scope="module")
+def iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("iso") / "proxmox-ve_9.1-1.iso"
+    make_iso(path, proxmox_files(initrd=INITRD))
+    return path
+
+
+def builder(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BUILDER, *map(str, args)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def leftovers(output: Path) -> list[str]:
+    return sorted(p.name for p in output.rglob(".*")) if output.exists() else []
+
+
+def check_assets(target: Path) -> dict[str, Any]:
+    """
+    asset.json describes the files next to it, exactly.
+    """
+    metadata: dict[str, Any] = json.loads((target / "asset.json").read_text())
+    names = sorted(p.name for p in target.iterdir() if p.name != "asset.json")
+    assert sorted(metadata["files"]) == names
+    for name, described in metadata["files"].items():
+        data = (target / name).read_bytes()
+        assert described == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return metadata
+
+
+def test_local_iso(iso: Path, tmp_path: Path) -> None:
+    """
+    One command turns a local ISO into a versioned assets directory.
+    """
+    result = builder(
+        "--iso",
+        iso,
+        "--answer-url",
+        ANSWER,
+        "--output",
+        tmp_path / "assets",
+        "--cert-fingerprint",
+        "ab" * 32,
+        "--answer-token",
+        "pxe:s3cret",
+    )
+    assert result.returncode == 0, result.stderr
+    target = tmp_path / "assets" / "proxmox-ve" / "9.1-1"
+    metadata = check_assets(target)
+    assert metadata["source"]["sha256"] == hashlib.sha256(iso.read_bytes()).hexdigest()
+    assert metadata["source"]["verification"] == "local file"
+    assert metadata["answer"] == {
+        "url": ANSWER,
+        "cert_fingerprint": ":".join(["AB"] * 32),
+        "token": True,
+    }
+    assert "s3cret" not in (target / "asset.json").read_text()
+    assert metadata["layout"] == "combined"
+    assert metadata["kernel_cmdline"].endswith("proxmox-start-auto-installer")
+    _, image = split_combined((target / "initrd").read_bytes(), len(INITRD))
+    mode = iso_file(image, rr_path="/auto-installer-mode.toml").decode()
+    assert mode == (
+        'mode = "http"\n\n[http]\n'
+        f'url = "{ANSWER}"\ncert_fingerprint = "{":".join(["AB"] * 32)}"\n'
+        'token = "pxe:s3cret"\n'
+    )
+    assert leftovers(tmp_path / "assets") == []
+
+
+def test_named_layout_and_names(iso: Path, tmp_path: Path) -> None:
+    """
+    --layout named keeps initrd.img and proxmox.iso; --product and --version name the
+    directories.
+    """
+    result = builder(
+        "--iso",
+        iso,
+        "--answer-url",
+        ANSWER,
+        "--output",
+        tmp_path,
+        "--layout",
+        "named",
+        "--product",
+        "pve-lab",
+        "--version",
+        "9.1-test",
+    )
+    assert result.returncode == 0, result.stderr
+    metadata = check_assets(tmp_path / "pve-lab" / "9.1-test")
+    assert metadata["initrds"] == [
+        {"file": "initrd.img"},
+        {"file": "proxmox.iso", "name": "proxmox.iso"},
+    ]
+    assert (metadata["product"], metadata["version"]) == ("pve", "9.1-1")
+
+
+def test_existing_version_needs_force(iso: Path, tmp_path: Path) -> None:
+    """
+    An existing version is kept unless --force; with it, replaced whole.
+    """
+    assert builder("--iso", iso, "--answer-url", ANSWER, "--output", tmp_path).returncode == 0
+    target = tmp_path / "proxmox-ve" / "9.1-1"
+    before = (target / "asset.json").read_text()
+    result = builder(
+        "--iso", iso, "--answer-url", "http://192.0.2.99/answer", "--output", tmp_path
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("already exists; use --force to replace it")
+    assert (target / "asset.json").read_text() == before
+    result = builder(
+        "--iso", iso, "--answer-url", "http://192.0.2.99/answer", "--output", tmp_path, "--force"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((target / "asset.json").read_text())["answer"]["url"] == (
+        "http://192.0.2.99/answer"
+    )
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--iso", "x.iso"],
+        ["--answer-url", ANSWER],
+        ["--iso", "a", "--iso-url", "http://x/a", "--answer-url", ANSWER],
+        ["--iso", "a", "--answer-url", ANSWER, "--bogus"],
+        ["--iso", "a", "--answer-url", "ftp://x/answer"],
+        ["--iso", "a", "--answer-url", ANSWER, "--cert-fingerprint", "12:34"],
+        ["--iso", "a", "--answer-url", ANSWER, "--layout", "flat"],
+        ["--iso", "a", "--answer-url", ANSWER, "--product", "../x"],
+    ],
+)
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    """
+    A missing, unknown or invalid option exits 2 with the usage.
+    """
+    result = builder(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: pxe-pilot-builder")
+
+
+def test_help() -> None:
+    """
+    --help describes every option.
+    """
+    result = builder("--help")
+    assert result.returncode == 0
+    for option in [
+        "--iso-url",
+        "--iso",
+        "--answer-url",
+        "--output",
+        "--cert-fingerprint",
+        "--answer-token",
+        "--product",
+        "--version",
+        "--layout",
+        "--skip-verify",
+        "--force",
+    ]:
+        assert option in result.stdout
+
+
+def bad_inputs(tmp_path: Path, iso: Path) -> dict[str, tuple[Path, str]]:
+    data = iso.read_bytes()
+    (tmp_path / "not-an-iso.iso").write_bytes(os.urandom(100_000))
+    (tmp_path / "truncated.iso").write_bytes(data[: len(data) // 2])
+    (tmp_path / "tiny.iso").write_bytes(b"ISO")
+    make_iso(tmp_path / "debian.iso", {"/README": b"Debian", "/boot/linux26": b"k"})
+    make_iso(tmp_path / "old.iso", proxmox_files(capable=False))
+    make_iso(tmp_path / "rhel.iso", proxmox_files(info=cd_info(product="rhel")))
+    return {
+        "not-an-iso": (tmp_path / "not-an-iso.iso", "not an ISO 9660 image"),
+        "truncated": (tmp_path / "truncated.iso", "truncated"),
+        "tiny": (tmp_path / "tiny.iso", "truncated or not an ISO 9660 image"),
+        "debian": (tmp_path / "debian.iso", "not a Proxmox ISO"),
+        "too old": (tmp_path / "old.iso", "cannot install automatically"),
+        "other product": (tmp_path / "rhel.iso", "not a Proxmox ISO"),
+        "missing": (tmp_path / "missing.iso", "cannot read"),
+        "directory": (tmp_path, "is not a file"),
+    }
+
+
+def test_bad_isos(iso: Path, tmp_path: Path) -> None:
+    """
+    Each bad ISO fails with one clear line and leaves the output directory untouched.
+    """
+    output = tmp_path / "assets"
+    output.mkdir()
+    (output / "keep").write_text("an operator's file")
+    (tmp_path / "in").mkdir()
+    for label, (path, message) in bad_inputs(tmp_path / "in", iso).items():
+        result = builder("--iso", path, "--answer-url", ANSWER, "--output", output)
+        assert result.returncode == 1, label
+        lines = result.stderr.strip().splitlines()
+        assert lines[-1].startswith("pxe-pilot-builder: error: "), (label, lines)
+        assert message in lines[-1], (label, lines[-1])
+        assert sorted(p.name for p in output.iterdir()) == ["keep"], label
+
+
+@pytest.fixture
+def mounted(tmp_path: Path) -> Iterator[Path]:
+    """
+    A directory for tmpfs mounts, unmounted afterwards.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small file system")
+    point = tmp_path / "mnt"
+    point.mkdir()
+    yield point
+    subprocess.run(["umount", str(point)], check=False, capture_output=True)
+
+
+@pytest.mark.e2e
+def test_disk_full(iso: Path, mounted: Path) -> None:
+    """
+    Running out of space mid-build fails with one line and removes what was written.
+    """
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mounted)], check=True)
+    result = builder("--iso", iso, "--answer-url", ANSWER, "--output", mounted)
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("pxe-pilot-builder: error: No space left on device")
+    )
+    assert list(mounted.iterdir()) == []
+
+
+@pytest.mark.e2e
+def test_output_not_writable(iso: Path, mounted: Path) -> None:
+    """
+    A read-only output directory is reported before anything is downloaded or read.
+    """
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mounted)], check=True)
+    result = builder("--iso", iso, "--answer-url", ANSWER, "--output", mounted)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"pxe-pilot-builder: error: cannot write to the output directory {mounted}: "
+        "Read-only file system"
+    )
+
+
+def test_output_is_a_file(iso: Path, tmp_path: Path) -> None:
+    """
+    An output path that is a file is reported.
+    """
+    (tmp_path / "file").write_text("")
+    result = builder("--iso", iso, "--answer-url", ANSWER, "--output", tmp_path / "file")
+    assert result.returncode == 1
+    assert "pxe-pilot-builder: error: " in result.stderr
+
+
+def port_number(port: Any) -> int:
+    return int(port.getHost().port)
+
+
+def sums(data: bytes) -> bytes:
+    return f"{hashlib.sha256(data).hexdigest()}  proxmox-ve_9.1-1.iso\n".encode()
+
+
+async def run_builder(*args: str) -> tuple[str, str, int]:
+    out, err, code = await utils.getProcessOutputAndValue(BUILDER, args, env=dict(os.environ))
+    return out.decode(), err.decode(), code
+
+
+@pytest_twisted.ensureDeferred
+async def test_real_server_with_drops(iso: Path, tmp_path: Path) -> None:
+    """
+    Against a real HTTP server that drops the connection twice mid-body, the download
+    resumes with Range requests and the assets verify.
+    """
+    from twisted.internet import reactor
+
+    data = iso.read_bytes()
+    server = IsoServer(
+        {"proxmox-ve_9.1-1.iso": data, "SHA256SUMS": sums(data)},
+        drops=2,
+        drop_after=len(data) // 3,
+    )
+    site: Any = Site(server)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{port_number(port)}/iso/proxmox-ve_9.1-1.iso"
+        _out, err, code = await run_builder(
+            "--iso-url", url, "--answer-url", ANSWER, "--output", str(tmp_path)
+        )
+    finally:
+        await maybeDeferred(port.stopListening)
+    assert code == 0, err
+    third = len(data) // 3
+    assert server.ranges == [None, f"bytes={third}-", f"bytes={2 * third}-"]
+    assert "verified against SHA256SUMS" in err
+    check_assets(tmp_path / "proxmox-ve" / "9.1-1")
+
+
+class Trickle(Resource):
+    """
+    Sends a file slowly, so that the builder can be interrupted mid-download.
+    """
+
+    isLeaf = True
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self.data = data
+        self.started: Deferred[None] = Deferred()
+
+    def render_GET(self, request: Request) -> Any:
+        from twisted.internet import reactor
+
+        if request.path.endswith(b"SHA256SUMS"):
+            request.setResponseCode(404)
+            return b""
+        request.setHeader(b"content-length", str(len(self.data)).encode())
+        position = [0]
+
+        def more() -> None:
+            if request.finished or request._disconnected:
+                return
+            request.write(self.data[position[0] : position[0] + 65536])
+            position[0] += 65536
+            if not self.started.called and position[0] > 200_000:
+                self.started.callback(None)
+            if position[0] < len(self.data):
+                reactor.callLater(0.05, more)
+            else:
+                request.finish()
+
+        more()
+        return NOT_DONE_YET
+
+
+@pytest_twisted.ensureDeferred
+async def test_interrupt_leaves_nothing(iso: Path, tmp_path: Path) -> None:
+    """
+    Ctrl-C during the download ends the builder with an error status and removes its
+    staging directory: nothing the server would list, nothing at all.
+    """
+    from twisted.internet import reactor
+
+    trickle = Trickle(iso.read_bytes())
+    site: Any = Site(trickle)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    process = subprocess.Popen(
+        [
+            BUILDER,
+            "--iso-url",
+            f"http://127.0.0.1:{port_number(port)}/x/proxmox-ve_9.1-1.iso",
+            "--answer-url",
+            ANSWER,
+            "--output",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        await trickle.started
+        assert leftovers(tmp_path), "the build should be staging by now"
+        process.send_signal(signal.SIGINT)
+        code = await Deferred.fromCoroutine(_wait(process))
+    finally:
+        process.kill()
+        await maybeDeferred(port.stopListening)
+    assert code != 0
+    assert list(tmp_path.iterdir()) == []
+
+
+async def _wait(process: subprocess.Popen[bytes]) -> int:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    for _ in range(200):
+        if process.poll() is not None:
+            return process.returncode
+        await deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError("the builder did not stop")

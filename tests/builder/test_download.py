@@ -1,0 +1,186 @@
+"""
+Downloading the ISO in memory (treq's StubTreq): verification against SHA256SUMS, HTTP
+errors, and resuming after a dropped connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
+
+from builder.cli import build, parser
+from builder.pipeline import BuildError
+from builder.testing import make_iso, proxmox_files
+from tests.builder.helpers import iso_file, split_combined
+from tests.builder.servers import IsoServer
+from tests.conftest import result_of
+
+URL = "http://mirror.test/iso/proxmox-ve_9.1-1.iso"
+INITRD = b"\x1f\x8b initramfs " * 5000
+
+
+@pytest.fixture(scope="module")
+def iso(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("iso") / "x.iso"
+    make_iso(path, proxmox_files(initrd=INITRD))
+    return path.read_bytes()
+
+
+def sums(data: bytes, name: str = "proxmox-ve_9.1-1.iso") -> bytes:
+    return f"{hashlib.sha256(data).hexdigest()}  {name}\n".encode()
+
+
+def args(output: Path, *extra: str) -> argparse.Namespace:
+    return parser().parse_args(
+        [
+            "--iso-url",
+            URL,
+            "--answer-url",
+            "http://192.0.2.10:8080/answer",
+            "--output",
+            str(output),
+            *extra,
+        ]
+    )
+
+
+def run_build(server: IsoServer, output: Path, *extra: str) -> Deferred[Path]:
+    clock = MemoryReactorClock()
+    stream = io.StringIO()
+    d = Deferred.fromCoroutine(
+        build(
+            clock,
+            args(output, *extra),
+            client=StubTreq(server),
+            stream=stream,
+            threaded=False,
+            now=0,
+        )
+    )
+    # Retries wait on the clock; let them run.
+    for _ in range(100):
+        if d.called:
+            break
+        clock.advance(60)
+    return d
+
+
+def test_verified_download(iso: bytes, tmp_path: Path) -> None:
+    """
+    With a SHA256SUMS next to it, the ISO is verified, and the assets published with
+    that recorded.
+    """
+    server = IsoServer({"proxmox-ve_9.1-1.iso": iso, "SHA256SUMS": sums(iso)})
+    target = result_of(run_build(server, tmp_path / "assets"))
+    assert target == tmp_path / "assets" / "proxmox-ve" / "9.1-1"
+    metadata = json.loads((target / "asset.json").read_text())
+    assert metadata["source"] == {
+        "url": URL,
+        "path": None,
+        "size": len(iso),
+        "sha256": hashlib.sha256(iso).hexdigest(),
+        "verification": "SHA256SUMS",
+    }
+    head, image = split_combined((target / "initrd").read_bytes(), len(INITRD))
+    assert head == INITRD
+    assert b'url = "http://192.0.2.10:8080/answer"' in iso_file(
+        image, rr_path="/auto-installer-mode.toml"
+    )
+    assert server.ranges == [None]
+
+
+def test_mismatch_keeps_nothing(iso: bytes, tmp_path: Path) -> None:
+    """
+    A checksum mismatch stops the build and leaves nothing in the output directory.
+    """
+    server = IsoServer({"proxmox-ve_9.1-1.iso": iso, "SHA256SUMS": sums(b"other")})
+    failure = run_build(server, tmp_path / "assets")
+    with pytest.raises(BuildError, match="SHA-256 mismatch"):
+        result_of(failure)
+    assert list((tmp_path / "assets").iterdir()) == []
+
+
+def test_sums_without_the_iso(iso: bytes, tmp_path: Path) -> None:
+    """
+    A SHA256SUMS that does not list the ISO is an error before the download.
+    """
+    server = IsoServer({"proxmox-ve_9.1-1.iso": iso, "SHA256SUMS": sums(iso, "other.iso")})
+    with pytest.raises(BuildError, match=r"has no entry for proxmox-ve_9\.1-1\.iso"):
+        result_of(run_build(server, tmp_path / "assets"))
+    assert server.ranges == []
+
+
+def test_no_sums_and_skip_verify(iso: bytes, tmp_path: Path) -> None:
+    """
+    Without a SHA256SUMS the download goes on, unverified, and says so; --skip-verify
+    does not even look.
+    """
+    server = IsoServer({"proxmox-ve_9.1-1.iso": iso})
+    target = result_of(run_build(server, tmp_path / "a"))
+    assert json.loads((target / "asset.json").read_text())["source"]["verification"] == (
+        "none available"
+    )
+    target = result_of(run_build(server, tmp_path / "b", "--skip-verify"))
+    assert json.loads((target / "asset.json").read_text())["source"]["verification"] == "skipped"
+
+
+@pytest.mark.parametrize(("status", "message"), [(404, "HTTP 404"), (500, "HTTP 500")])
+def test_http_errors(iso: bytes, tmp_path: Path, status: int, message: str) -> None:
+    """
+    A missing ISO or a failing server is a clear error and leaves nothing behind.
+    """
+    files = {"SHA256SUMS": sums(iso)} if status == 404 else {"proxmox-ve_9.1-1.iso": iso}
+    server = IsoServer(files, status=status)
+    with pytest.raises(BuildError, match=message):
+        result_of(run_build(server, tmp_path / "assets", "--skip-verify"))
+    assert list((tmp_path / "assets").iterdir()) == []
+
+
+def test_dropped_connections_resume(iso: bytes, tmp_path: Path) -> None:
+    """
+    Connections that drop part-way are resumed with Range requests from where they
+    stopped, and the result is the same.
+    """
+    server = IsoServer(
+        {"proxmox-ve_9.1-1.iso": iso, "SHA256SUMS": sums(iso)}, drops=3, drop_after=100_000
+    )
+    target = result_of(run_build(server, tmp_path / "assets"))
+    assert server.ranges == [None, "bytes=100000-", "bytes=200000-", "bytes=300000-"]
+    assert json.loads((target / "asset.json").read_text())["source"]["sha256"] == (
+        hashlib.sha256(iso).hexdigest()
+    )
+
+
+def test_retries_are_bounded(iso: bytes, tmp_path: Path) -> None:
+    """
+    A server that keeps dropping without progress is given up on after the retries.
+    """
+    server = IsoServer({"proxmox-ve_9.1-1.iso": iso}, drops=100, drop_after=0)
+    with pytest.raises(BuildError, match="failed 6 times in a row"):
+        result_of(run_build(server, tmp_path / "assets", "--skip-verify"))
+    assert len(server.ranges) == 6
+    assert list((tmp_path / "assets").iterdir()) == []
+
+
+def test_server_ignoring_range_restarts(iso: bytes, tmp_path: Path) -> None:
+    """
+    A server that answers a Range request with the whole file makes the download start
+    over cleanly, not append the file to itself.
+    """
+    server = IsoServer(
+        {"proxmox-ve_9.1-1.iso": iso, "SHA256SUMS": sums(iso)},
+        drops=1,
+        drop_after=300_000,
+        ignore_range=True,
+    )
+    target = result_of(run_build(server, tmp_path / "assets"))
+    assert server.ranges == [None, "bytes=300000-"]
+    assert json.loads((target / "asset.json").read_text())["files"]["vmlinuz"]["size"] > 0
