@@ -14,8 +14,11 @@ US = "pxe-pilot"
 PEERS = ("tftpd-hpa", "dnsmasq", "atftpd")
 
 
-def load(run: Path) -> tuple[dict[tuple[str, str, str, str], dict[str, str]], dict[str, int]]:
-    cells = {}
+Cells = dict[tuple[str, ...], dict[str, str]]
+
+
+def load(run: Path) -> tuple[Cells, dict[str, int]]:
+    cells: Cells = {}
     with open(run / "summary.csv", newline="") as f:
         for row in csv.DictReader(f):
             key = (row["test"], row["client"], row["blksize"], row["windowsize"])
@@ -25,10 +28,10 @@ def load(run: Path) -> tuple[dict[tuple[str, str, str, str], dict[str, str]], di
         for row in csv.DictReader(f):
             if row["peak_rss_kb"]:
                 memory[row["server"]] = int(row["peak_rss_kb"])
-    return cells, memory  # type: ignore[return-value]
+    return cells, memory
 
 
-def rate(cells: dict, server: str, key: tuple[str, str, str, str]) -> float | None:
+def rate(cells: Cells, server: str, key: tuple[str, str, str, str]) -> float | None:
     row = cells.get((server, *key))
     if row is None or not row["median_mbps"] or row["n_fail"] != "0":
         return None

@@ -50,6 +50,7 @@ ISO_MEMBER = "proxmox.iso"
 # Queued but not yet written or hashed, in bytes: the bound on the pipeline's memory.
 MAX_QUEUED = 32 << 20
 READ_BACK = 4 << 20
+FLUSH_EVERY = 256 << 20
 
 
 class BuildError(Exception):
@@ -114,6 +115,20 @@ class _Output:
         return sum(p.length for p in self.pieces)
 
 
+def _skip(chunks: list[bytes], count: int) -> list[bytes | memoryview]:
+    """
+    C{chunks} without their first C{count} bytes.
+    """
+    result: list[bytes | memoryview] = []
+    for chunk in chunks:
+        if count >= len(chunk):
+            count -= len(chunk)
+            continue
+        result.append(memoryview(chunk)[count:] if count else chunk)
+        count = 0
+    return result
+
+
 class Pipeline:
     """
     Turns the ISO's bytes, fed in order, into the assets in C{staging}.
@@ -160,6 +175,11 @@ class Pipeline:
         self._queued = 0
         self._lock = threading.Condition()
         self._room_waiters: list[Callable[[], None]] = []
+        # Output hashes, taken by a thread that follows the writer (threaded mode).
+        self._hasher: threading.Thread | None = None
+        self._digests: dict[str, str] = {}
+        self._hash_error: BaseException | None = None
+        self._ended = False
         if threaded:
             self._write_queue: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
             self._hash_queue: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
@@ -283,15 +303,48 @@ class Pipeline:
     # --- writing (the writer's thread)
 
     def _write(self, chunks: list[bytes]) -> None:
-        for data in chunks:
+        index = 0
+        while index < len(chunks) and self._prepared is None:
+            data = chunks[index]
             offset = self.received
-            self.received += len(data)
-            if self._prepared is None:
-                os.pwrite(self._spill_fd, data, offset)
-                if self.received > self._plan_at:
-                    self._try_plan()
-            else:
-                self._place(offset, data)
+            os.pwrite(self._spill_fd, data, offset)
+            self.received = offset + len(data)
+            index += 1
+            if self.received > self._plan_at:
+                self._try_plan()
+        if index < len(chunks):
+            self._place_all(self.received, chunks[index:])
+
+    def _place_all(self, offset: int, chunks: list[bytes]) -> None:
+        """
+        Place consecutive chunks: one vectored write for the image when nothing in them
+        needs patching or copying out, chunk by chunk otherwise.
+        """
+        assert self._prepared is not None and self._image is not None
+        end = offset + sum(len(c) for c in chunks)
+        special = (
+            any(at < end and offset < at + len(patch) for at, patch in self._prepared.patches)
+            or any(
+                source < end and offset < source + length
+                for source, length, _output, _destination in self._extents
+            )
+            or end > self._prepared.tail_offset
+        )
+        if special or self.product is None:
+            position = offset
+            for data in chunks:
+                self._place(position, data)
+                position += len(data)
+                self.received = position
+            return
+        written = 0
+        while written < end - offset:
+            # Bounded by IOV_MAX, and retried after a partial write.
+            written += os.pwritev(
+                self._image.fd, _skip(chunks, written)[:1024], self._image_base + offset + written
+            )
+        # Only now: the output hasher reads whatever is counted as received.
+        self.received = end
 
     def _read_spill(self, offset: int, length: int) -> bytes:
         if offset + length > self.received:
@@ -331,6 +384,11 @@ class Pipeline:
             return
         self._open_outputs()
         self._place_spill()
+        if self._threaded:
+            self._hasher = threading.Thread(
+                target=self._hash_outputs, name="builder-hash-outputs", daemon=True
+            )
+            self._hasher.start()
 
     def _open_outputs(self) -> None:
         assert self._trees is not None and self._prepared is not None
@@ -413,13 +471,16 @@ class Pipeline:
 
     # --- the end
 
-    def finish(self, hasher: Callable[[_Output], str] | None = None) -> BuildResult:
+    def finish(self) -> BuildResult:
         """
         After the last byte: check the size, finish the files and hash them.
 
         @raise BuildError: for a truncated ISO or one that is not a Proxmox ISO.
         """
         self._drain()
+        with self._lock:
+            self._ended = True
+            self._lock.notify_all()
         if self._prepared is None:
             if self._trees is None:
                 with contextlib.suppress(NeedMoreData):
@@ -438,9 +499,13 @@ class Pipeline:
                 f"{max(volume, self.source_size or 0)}"
             )
         info = self.product or self._read_product()
+        if self._hasher is not None:
+            self._hasher.join()
+            if self._hash_error is not None:
+                raise self._hash_error
         files = {}
         for name, output in self._outputs.items():
-            digest = (hasher or self._hash_output)(output)
+            digest = self._digests.get(name) or self._hash_output(output)
             os.fsync(output.fd)
             os.close(output.fd)
             files[name] = OutputFile(name, output.size, digest)
@@ -454,29 +519,77 @@ class Pipeline:
             raise BuildError(f"{name} is implausibly large ({size} bytes)")
         return product_info(os.pread(self._image.fd, size, self._image_base + at))
 
-    def _hash_output(self, output: _Output) -> str:
+    def _available(self, offset: int) -> int:
+        """
+        How far the prepared image can be read from C{offset} on: the original bytes as
+        far as they are written; the gap and the appended part once they all are.
+        """
+        assert self._prepared is not None
+        if offset < self.received:
+            return self.received
+        size = self.source_size
+        if size is not None and offset >= size and self.received >= size:
+            return self._prepared.size
+        return offset
+
+    def _wait_available(self, offset: int) -> int:
+        with self._lock:
+            self._lock.wait_for(
+                lambda: self._available(offset) > offset or self._error is not None or self._ended
+            )
+            self._raise_failure()
+            limit = self._available(offset)
+        if limit <= offset:
+            raise BuildError("the ISO ended before the assets were complete")
+        return limit
+
+    def _hash_output(self, output: _Output, wait: bool = False) -> str:
+        """
+        An output file's SHA-256, read back in order; with C{wait}, following the writer
+        as the parts arrive.
+        """
         digest = hashlib.sha256()
         position = 0
+        flushed = 0
         for piece in output.pieces:
             if piece.data is not None:
                 digest.update(piece.data)
                 position += piece.length
                 continue
-            remaining = piece.length
-            while remaining:
-                data = os.pread(output.fd, min(READ_BACK, remaining), position)
+            done = 0
+            while done < piece.length:
+                at = piece.image_offset + done
+                limit = self._wait_available(at) if wait else at + piece.length
+                count = min(READ_BACK, piece.length - done, limit - at)
+                data = os.pread(output.fd, count, position)
                 if not data:
                     raise BuildError(f"{output.name} is shorter than it should be")
                 digest.update(data)
                 position += len(data)
-                remaining -= len(data)
+                done += len(data)
+                if wait and position - flushed >= FLUSH_EVERY:
+                    # Behind the writer anyway: get the data onto the disk now, so that
+                    # the final fsync has little left to do.
+                    os.fdatasync(output.fd)
+                    flushed = position
         return digest.hexdigest()
+
+    def _hash_outputs(self) -> None:
+        try:
+            for name, output in list(self._outputs.items()):
+                self._digests[name] = self._hash_output(output, wait=True)
+        except BaseException as e:  # reported by finish(), after its own checks
+            self._hash_error = e
 
     def abort(self) -> None:
         """
         Stop the workers and close the files (the caller removes the staging directory).
         """
-        self._error = self._error or BuildError("aborted")
+        with self._lock:
+            self._error = self._error or BuildError("aborted")
+            self._lock.notify_all()
+        if self._hasher is not None:
+            self._hasher.join()
         if self._threaded:
             for q in (self._write_queue, self._hash_queue):
                 q.put(None)

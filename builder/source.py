@@ -145,6 +145,7 @@ class _Body(Protocol):
             return
         try:
             self._pipeline.feed(data)
+            self._progress(len(data))
         except BaseException as e:
             self._failed = True
             if self.transport is not None:
@@ -152,7 +153,6 @@ class _Body(Protocol):
             self._finish(Failure(e))
             return
         self._arm()
-        self._progress(len(data))
         if not self._pipeline.has_room():
             transport: Any = self.transport
             transport.pauseProducing()

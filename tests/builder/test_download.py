@@ -184,3 +184,18 @@ def test_server_ignoring_range_restarts(iso: bytes, tmp_path: Path) -> None:
     target = result_of(run_build(server, tmp_path / "assets"))
     assert server.ranges == [None, "bytes=300000-"]
     assert json.loads((target / "asset.json").read_text())["files"]["vmlinuz"]["size"] > 0
+
+
+def test_existing_version_is_found_before_the_end(iso: bytes, tmp_path: Path) -> None:
+    """
+    Once the ISO's identity has arrived, an existing version stops the download (no
+    need to fetch the rest) with a clear error, and the existing version is untouched.
+    """
+    existing = tmp_path / "assets" / "proxmox-ve" / "9.1-1"
+    existing.mkdir(parents=True)
+    (existing / "asset.json").write_text("{}")
+    server = IsoServer({"proxmox-ve_9.1-1.iso": iso})
+    with pytest.raises(BuildError, match="already exists; use --force"):
+        result_of(run_build(server, tmp_path / "assets", "--skip-verify"))
+    assert (existing / "asset.json").read_text() == "{}"
+    assert sorted(p.name for p in (tmp_path / "assets").iterdir()) == ["proxmox-ve"]
