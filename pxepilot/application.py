@@ -13,6 +13,7 @@ application::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from attrs import define, field
@@ -23,8 +24,9 @@ from twisted.web.server import Site
 
 from pxepilot.answers.files import DirectoryAnswerFiles
 from pxepilot.answers.service import AnswerService
+from pxepilot.boot.tftp import BootFiles, tftp_base_url
 from pxepilot.config import Config
-from pxepilot.health import AnswersHealth, DirectoryHealth, Disabled, IHealthCheck
+from pxepilot.health import AnswersHealth, AssetsHealth, Disabled, IHealthCheck
 from pxepilot.http.app import PxePilotRoutes
 from pxepilot.http.listener import HTTPListener
 from pxepilot.http.site import PxePilotSite
@@ -57,6 +59,9 @@ class PxePilot:
 
     config: Config
     reactor: Any = field(factory=_global_reactor)
+    # The HTTP port machines reach pxe-pilot on, for scripts served over TFTP;
+    # make_service points it at the listener's real port.
+    http_port: Callable[[], int] | None = field(default=None)
     answers: AnswerService = field(init=False)
     resource: IResource = field(init=False)
     service: MultiService = field(init=False)
@@ -66,7 +71,7 @@ class PxePilot:
         self.answers = AnswerService(DirectoryAnswerFiles(self.config.answers_dir), clock)
         checks: list[IHealthCheck] = [
             AnswersHealth(self.answers),
-            DirectoryHealth("assets", self.config.assets_dir),
+            AssetsHealth(self.config.assets_dir),
         ]
         self.service = MultiService()
         self.service.setName("pxe-pilot")
@@ -77,16 +82,18 @@ class PxePilot:
         else:
             checks.append(Disabled("tftp"))
         routes = PxePilotRoutes(
-            answers=self.answers,
-            health_checks=tuple(checks),
-            trusted_proxies=self.config.trusted_proxies,
+            answers=self.answers, config=self.config, health_checks=tuple(checks)
         )
         self.resource = routes.app.resource()
 
     def _tftp_service(self) -> TFTPService:
         config = self.config
+        files = BootFiles(
+            TFTPRoot(config.tftp_root),
+            tftp_base_url(config.public_url, self._http_port),
+        )
         server = TFTPServer(
-            files=TFTPRoot(config.tftp_root),
+            files=files,
             clock=self.reactor,
             open_port=reactor_port_opener(self.reactor),
             interface=config.interface or "",
@@ -100,6 +107,9 @@ class PxePilot:
         service = TFTPService(self.reactor, server, config.tftp_port, config.interface or "")
         service.setName("tftp")
         return service
+
+    def _http_port(self) -> int:
+        return self.http_port() if self.http_port is not None else self.config.port
 
     def site(self) -> Site:
         """
@@ -118,5 +128,6 @@ def make_service(config: Config, reactor: Any = None) -> IService:
     pilot.service.setServiceParent(top)
     http = HTTPListener(pilot.reactor, config.http_endpoint(), pilot.site())
     http.setName("http")
+    pilot.http_port = lambda: http.address().port if http.listening else config.port
     http.setServiceParent(top)
     return top

@@ -9,6 +9,7 @@ environment lookup and the documentation are all derived from it.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,13 @@ class Config:
     @ivar tftp_max_transfers: Concurrent TFTP transfers in all.
     @ivar tftp_max_per_client: Concurrent TFTP transfers from one address.
     @ivar tftp_max_transfer_time: Longest a TFTP transfer may take, in seconds.
+    @ivar public_url: External base URL of pxe-pilot's HTTP side, with a trailing
+        slash; L{None} to derive it from each request (or from the address a TFTP
+        request was sent to).
+    @ivar menu_default: What the menu boots by default: C{auto}, C{local}, C{shell},
+        a product or a version directory.
+    @ivar menu_timeout: Seconds before the menu takes its default; 0 waits.
+    @ivar kernel_args: Appended to every installer's kernel command line.
     """
 
     answers_dir: Path = field(default=Path("answers"), converter=Path)
@@ -79,6 +87,10 @@ class Config:
     tftp_max_transfers: int = 200
     tftp_max_per_client: int = 8
     tftp_max_transfer_time: float = 3600.0
+    public_url: str | None = None
+    menu_default: str = "auto"
+    menu_timeout: int = 10
+    kernel_args: str = ""
 
     def http_endpoint(self) -> str:
         """
@@ -174,6 +186,23 @@ def _bounded(low: int, high: int) -> Callable[[str], int]:
         return number
 
     return parse
+
+
+def parse_menu_default(text: str) -> str:
+    value = text.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*(/[A-Za-z0-9][A-Za-z0-9._+-]*)?", value):
+        raise ValueError(
+            f"{text!r} is not auto, local, shell, a product (proxmox-ve) or a version "
+            "(proxmox-ve/9.1-1)"
+        )
+    return value
+
+
+def parse_kernel_args(text: str) -> str:
+    value = " ".join(text.split())
+    if value and not re.fullmatch(r"[A-Za-z0-9_.,:/=+@-]+( [A-Za-z0-9_.,:/=+@-]+)*", value):
+        raise ValueError(f"{text!r} has characters a kernel command line here may not have")
+    return value
 
 
 def parse_networks(text: str) -> tuple[IPNetwork, ...]:
@@ -287,6 +316,42 @@ SETTINGS: tuple[Setting, ...] = (
         "comma-separated addresses or CIDRs allowed to set X-Forwarded-*",
         parse_networks,
         metavar="CIDRS",
+    ),
+    Setting(
+        "public_url",
+        "public-url",
+        "PXE_PILOT_PUBLIC_URL",
+        "",
+        "external base URL of pxe-pilot's HTTP side (default: derived from each request)",
+        parse_base_url,
+        metavar="URL",
+    ),
+    Setting(
+        "menu_default",
+        "menu-default",
+        "PXE_PILOT_MENU_DEFAULT",
+        "auto",
+        "what the boot menu boots by default: auto, local, shell, a product or a version",
+        parse_menu_default,
+        metavar="CHOICE",
+    ),
+    Setting(
+        "menu_timeout",
+        "menu-timeout",
+        "PXE_PILOT_MENU_TIMEOUT",
+        "10",
+        "seconds before the boot menu takes its default; 0 waits for a person",
+        _bounded(0, 3600),
+        metavar="SECONDS",
+    ),
+    Setting(
+        "kernel_args",
+        "kernel-args",
+        "PXE_PILOT_KERNEL_ARGS",
+        "",
+        "appended to the installer's kernel command line (such as console=ttyS0,115200)",
+        parse_kernel_args,
+        metavar="ARGS",
     ),
     Setting(
         "tftp_max_blksize",

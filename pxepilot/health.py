@@ -14,6 +14,7 @@ from zope.interface import Attribute, Interface, implementer
 
 from pxepilot.answers.files import AnswersUnavailable
 from pxepilot.answers.service import AnswerService
+from pxepilot.boot.catalogue import scan
 
 Status = Literal["ok", "degraded", "unavailable", "disabled"]
 
@@ -95,20 +96,28 @@ class AnswersHealth:
 
 @implementer(IHealthCheck)
 @frozen
-class DirectoryHealth:
+class AssetsHealth:
     """
-    A directory pxe-pilot serves from must exist and be readable.
+    The assets directory: readable, and what the catalogue holds; a version that cannot
+    be served (its asset.json missing, invalid or not matching its files) needs the
+    operator.
     """
 
-    name: str
     path: Path
+    name: str = "assets"
 
     def check(self) -> ComponentHealth:
         try:
             os.listdir(self.path)
         except OSError as e:
             return ComponentHealth("unavailable", {"directory": e.strerror or "unreadable"})
-        return ComponentHealth("ok", {"directory": "readable"})
+        catalogue = scan(self.path)
+        details = {
+            "directory": "readable",
+            "versions": [a.key for a in catalogue.assets],
+            "invalid_versions": [{"version": k, "error": e} for k, e in catalogue.problems],
+        }
+        return ComponentHealth("degraded" if catalogue.problems else "ok", details)
 
 
 @implementer(IHealthCheck)

@@ -67,6 +67,10 @@ def test_environment_sets_every_setting(dirs: Path) -> None:
         "PXE_PILOT_TFTP_MAX_TRANSFERS": "50",
         "PXE_PILOT_TFTP_MAX_PER_CLIENT": "4",
         "PXE_PILOT_TFTP_MAX_TRANSFER_TIME": "600",
+        "PXE_PILOT_PUBLIC_URL": "http://pxe.example.com:8080",
+        "PXE_PILOT_MENU_DEFAULT": "proxmox-ve",
+        "PXE_PILOT_MENU_TIMEOUT": "0",
+        "PXE_PILOT_KERNEL_ARGS": "console=ttyS0,115200  nomodeset",
     }
     assert set(environ) == {s.env for s in SETTINGS}
     config = load_config({}, environ)
@@ -89,6 +93,10 @@ def test_environment_sets_every_setting(dirs: Path) -> None:
         tftp_max_transfers=50,
         tftp_max_per_client=4,
         tftp_max_transfer_time=600,
+        public_url="http://pxe.example.com:8080/",
+        menu_default="proxmox-ve",
+        menu_timeout=0,
+        kernel_args="console=ttyS0,115200 nomodeset",
     )
 
 
@@ -135,6 +143,10 @@ def test_empty_environment_variable_is_unset(dirs: Path) -> None:
         ({"tftp-max-blksize": "4"}, {}, "--tftp-max-blksize: 4 is outside 8-65464"),
         ({"tftp-max-windowsize": "0"}, {}, "--tftp-max-windowsize: 0 is outside 1-65535"),
         ({}, {"PXE_PILOT_TFTP_MAX_TRANSFERS": "many"}, "'many' is not a whole number"),
+        ({"menu-default": "../etc"}, {}, "--menu-default: '../etc' is not auto, local"),
+        ({"menu-timeout": "-1"}, {}, "--menu-timeout: -1 is outside 0-3600"),
+        ({"kernel-args": "a;reboot"}, {}, "--kernel-args: 'a;reboot' has characters"),
+        ({"public-url": "pxe:8080"}, {}, "--public-url: 'pxe:8080' is not an absolute"),
         ({}, {"PXE_PILOT_ASSETS_DIR": "missing"}, "PXE_PILOT_ASSETS_DIR: "),
     ],
 )

@@ -249,6 +249,7 @@ def test_hosts_tells_the_truth_after_changes(client: Client, answers_dir: Answer
         "default": {"file": "default.toml", "present": False},
         "hosts": [],
         "unrecognised_files": [],
+        "boot_settings": [],
     }
     answers_dir.write("default.toml")
     answers_dir.host("AABBCCDDEEFF.toml", b"[oops\n")
@@ -315,7 +316,12 @@ def test_health(client: Client, answers_dir: AnswersDir, assets: Path) -> None:
         "invalid_files": [],
         "conflicting_macs": [],
     }
-    assert health["assets"] == {"status": "ok", "directory": "readable"}
+    assert health["assets"] == {
+        "status": "ok",
+        "directory": "readable",
+        "versions": [],
+        "invalid_versions": [],
+    }
     assert health["tftp"] == {"status": "disabled"}
     assert str(answers_dir.root) not in json.dumps(health)
 

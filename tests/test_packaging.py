@@ -33,6 +33,9 @@ def test_wheel_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     assert not [n for n in names if n.startswith("twisted/") and n.count("/") == 1]
     assert not [n for n in names if "dropin.cache" in n or n.startswith("tests/")]
     assert "pxepilot/py.typed" in names
+    for package in ("pxepilot", "builder"):
+        for init in (ROOT / package).rglob("__init__.py"):
+            assert str(init.relative_to(ROOT)) in names, f"{init.parent.name} is not packaged"
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv)

@@ -18,10 +18,13 @@ from pxepilot.tftp.files import (
     IReader,
     ITFTPFiles,
     NetasciiReader,
+    RequestContext,
     TFTPRoot,
     normalise_name,
     to_netascii,
 )
+
+CONTEXT = RequestContext("192.0.2.1")
 
 
 @pytest.mark.parametrize(
@@ -81,7 +84,7 @@ def test_provides_interfaces(root: Path) -> None:
     """
     files = TFTPRoot(root)
     assert verifyObject(ITFTPFiles, files)
-    reader = files.open("undionly.kpxe", "192.0.2.1")
+    reader = files.open("undionly.kpxe", CONTEXT)
     assert verifyObject(IReader, reader)
     reader.close()
     assert verifyObject(IReader, BytesReader(b""))
@@ -92,7 +95,7 @@ def test_open_and_read(root: Path) -> None:
     """
     Files are read by offset, up to their size at open time.
     """
-    reader = TFTPRoot(root).open("efi/ipxe.efi", "192.0.2.1")
+    reader = TFTPRoot(root).open("efi/ipxe.efi", CONTEXT)
     assert reader.size == 4
     assert reader.read(1, 10) == b"efi"
     assert reader.read(4, 10) == b""
@@ -107,11 +110,11 @@ def test_symlinks(root: Path, tmp_path: Path) -> None:
     (root / "escape").symlink_to(tmp_path / "secret")
     (root / "outside").symlink_to(tmp_path)
     files = TFTPRoot(root)
-    assert files.open("alias.kpxe", "x").read(0, 10) == b"bios"
+    assert files.open("alias.kpxe", CONTEXT).read(0, 10) == b"bios"
     with pytest.raises(AccessViolation):
-        files.open("escape", "x")
+        files.open("escape", CONTEXT)
     with pytest.raises(AccessViolation):
-        files.open("outside/secret", "x")
+        files.open("outside/secret", CONTEXT)
 
 
 def test_missing_directories_and_specials(root: Path) -> None:
@@ -122,18 +125,10 @@ def test_missing_directories_and_specials(root: Path) -> None:
     files = TFTPRoot(root)
     for name in ["nothing", "efi", "undionly.kpxe/x"]:
         with pytest.raises(FileNotFound):
-            files.open(name, "x")
+            files.open(name, CONTEXT)
     os.mkfifo(root / "fifo")
     with pytest.raises(FileNotFound):
-        files.open("fifo", "x")
-
-
-def test_generated_files_take_precedence(root: Path) -> None:
-    """
-    A generated file is made for the client that asks.
-    """
-    files = TFTPRoot(root, {"undionly.kpxe": lambda client: f"for {client}".encode()})
-    assert files.open("undionly.kpxe", "192.0.2.7").read(0, 100) == b"for 192.0.2.7"
+        files.open("fifo", CONTEXT)
 
 
 def test_netascii_conversion() -> None:

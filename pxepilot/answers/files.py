@@ -20,6 +20,8 @@ from pxepilot.macs import MacAddress, MacAddressError
 DEFAULT_NAME = "default.toml"
 HOSTS_DIR = "hosts"
 TOML_SUFFIX = ".toml"
+# Per-host boot settings live next to the answer: hosts/<mac>.boot.toml.
+SIDECAR_SUFFIX = ".boot.toml"
 
 # The installer reads answers of up to 10 MB; real ones are a few kilobytes.
 MAX_ANSWER_BYTES = 1 << 20
@@ -60,7 +62,8 @@ class HostFile:
         """
         Whether the file has the canonical name, C{hosts/aa-bb-cc-dd-ee-ff.toml}.
         """
-        return self.name == f"{HOSTS_DIR}/{self.mac.canonical}{TOML_SUFFIX}"
+        suffix = SIDECAR_SUFFIX if self.name.endswith(SIDECAR_SUFFIX) else TOML_SUFFIX
+        return self.name == f"{HOSTS_DIR}/{self.mac.canonical}{suffix}"
 
 
 @frozen
@@ -71,11 +74,22 @@ class AnswerListing:
     @ivar default_present: Whether C{default.toml} exists.
     @ivar host_files: Host files in name order.
     @ivar unrecognised: C{hosts/*.toml} names that do not spell a MAC address.
+    @ivar sidecars: Boot settings files, C{hosts/<mac>.boot.toml}, in name order.
     """
 
     default_present: bool
     host_files: tuple[HostFile, ...]
     unrecognised: tuple[str, ...]
+    sidecars: tuple[HostFile, ...] = ()
+
+    def sidecar_for(self, mac: MacAddress) -> HostFile | None:
+        """
+        The boot settings file for C{mac}: the canonical name first.
+        """
+        found = sorted(
+            (f for f in self.sidecars if f.mac == mac), key=lambda f: (not f.canonical, f.name)
+        )
+        return found[0] if found else None
 
     def files_for(self, mac: MacAddress) -> tuple[HostFile, ...]:
         """
@@ -151,21 +165,25 @@ class DirectoryAnswerFiles:
                 raise AnswersUnavailable("answers directory is missing or not a directory")
             default_present = _is_regular_file(self.root / DEFAULT_NAME)
             host_files: list[HostFile] = []
+            sidecars: list[HostFile] = []
             unrecognised: list[str] = []
             for entry in _scan(self.root / HOSTS_DIR):
                 name = f"{HOSTS_DIR}/{entry.name}"
+                sidecar = entry.name.endswith(SIDECAR_SUFFIX)
+                stem = entry.name[: -len(SIDECAR_SUFFIX if sidecar else TOML_SUFFIX)]
                 try:
-                    mac = MacAddress.parse(entry.name[: -len(TOML_SUFFIX)])
+                    mac = MacAddress.parse(stem)
                 except MacAddressError:
                     unrecognised.append(name)
                 else:
-                    host_files.append(HostFile(mac, name))
+                    (sidecars if sidecar else host_files).append(HostFile(mac, name))
         except OSError as e:
             raise AnswersUnavailable(f"answers directory cannot be read: {e.strerror}") from e
         return AnswerListing(
             default_present,
             tuple(sorted(host_files, key=lambda f: f.name)),
             tuple(sorted(unrecognised)),
+            tuple(sorted(sidecars, key=lambda f: f.name)),
         )
 
     def read(self, name: str) -> FileContents:

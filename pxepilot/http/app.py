@@ -4,6 +4,7 @@ The HTTP routes: the installer's answer endpoint and the inspection API.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -22,10 +23,14 @@ from pxepilot.answers.request import (
     InstallerRequest,
     parse_installer_request,
 )
-from pxepilot.answers.service import AnswerService, Invalid, NoAnswer, Served
-from pxepilot.config import IPNetwork
+from pxepilot.answers.service import AnswerService, Invalid, NoAnswer, Served, choose_source
+from pxepilot.boot.catalogue import scan
+from pxepilot.boot.ipxe import Machine, boot_script, menu_script
+from pxepilot.boot.policy import BootSettings, choose, host_settings, inspect_sidecars
+from pxepilot.config import Config, IPNetwork
 from pxepilot.health import IHealthCheck, overall_status
-from pxepilot.http.forwarded import client_address
+from pxepilot.http.files import AssetFiles
+from pxepilot.http.forwarded import client_address, public_base
 from pxepilot.logs import logger
 from pxepilot.macs import MacAddress, MacAddressError, describe
 
@@ -74,8 +79,12 @@ class PxePilotRoutes:
     app = Klein()
 
     answers: AnswerService
+    config: Config = field(factory=Config)
     health_checks: Sequence[IHealthCheck] = field(factory=tuple)
-    trusted_proxies: Sequence[IPNetwork] = field(factory=tuple)
+
+    @property
+    def trusted_proxies(self) -> Sequence[IPNetwork]:
+        return self.config.trusted_proxies
 
     @app.route("/answer", methods=["POST"])
     async def answer(self, request: IRequest) -> bytes:
@@ -133,13 +142,78 @@ class PxePilotRoutes:
     @app.route("/hosts", methods=["GET"])
     def hosts(self, request: IRequest) -> bytes:
         """
-        Every answer file, whether it is valid, and which MAC it serves.
+        Every answer file and boot settings file, whether it is valid, and which MAC it
+        serves.
         """
         try:
             report = self.answers.inspect()
+            report["boot_settings"] = inspect_sidecars(self.answers.files, self.answers.listing())
         except AnswersUnavailable as e:
             return json_body(request, {"error": str(e)}, 503)
         return json_body(request, report)
+
+    @app.route("/boot.ipxe", methods=["GET"])
+    def boot_ipxe(self, request: IRequest) -> bytes:
+        """
+        The boot script: it fetches the menu, saying which machine asks.
+        """
+        base = public_base(request, self.config.public_url, self.trusted_proxies)
+        return script_body(request, boot_script(f"{base}menu.ipxe"))
+
+    @app.route("/menu.ipxe", methods=["GET"])
+    def menu_ipxe(self, request: IRequest) -> bytes:
+        """
+        The menu, made from the assets catalogue for the machine that asks.
+        """
+        base = public_base(request, self.config.public_url, self.trusted_proxies)
+        machine = _machine(request)
+        catalogue = scan(self.config.assets_dir)
+        try:
+            listing = self.answers.listing()
+        except AnswersUnavailable:
+            listing = None
+        host = None
+        has_answer = False
+        if listing is not None and machine.mac is not None:
+            has_answer = choose_source(listing, [machine.mac]) is not None
+            host, problem = host_settings(self.answers.files, listing, machine.mac)
+            if problem:
+                log.warn("boot settings ignored: {problem}", problem=problem)
+        elif listing is not None:
+            has_answer = listing.default_present
+        settings = self.config
+        choice = choose(
+            catalogue.assets,
+            has_answer,
+            host,
+            BootSettings(settings.menu_default),
+            settings.menu_timeout,
+        )
+        asset_url = settings.asset_url or f"{base}assets/"
+        menu_url = f"{base}menu.ipxe?{_echo_query(request)}"
+        client = client_address(request, self.trusted_proxies)
+        log.info(
+            "menu for {mac} at {client} ({platform}, {memory} MiB): {reason}",
+            mac=str(machine.mac) if machine.mac else "unknown MAC",
+            client=client,
+            platform=machine.platform or "unknown firmware",
+            memory=machine.memory_mib or "?",
+            reason=choice.reason,
+            default=choice.default,
+        )
+        return script_body(
+            request,
+            menu_script(
+                catalogue.assets, asset_url, menu_url, machine, choice, settings.kernel_args
+            ),
+        )
+
+    @app.route("/assets/", branch=True, methods=["GET", "HEAD"])
+    def assets(self, request: IRequest) -> AssetFiles:
+        """
+        The assets directory, as a static file server would serve it.
+        """
+        return AssetFiles(self.config.assets_dir)
 
     @app.route("/hosts/<string:mac_text>", methods=["GET"])
     async def host(self, request: IRequest, mac_text: str) -> bytes:
@@ -189,6 +263,51 @@ class PxePilotRoutes:
             "unhandled error in {method} {uri}", failure, method=request.method, uri=request.uri
         )
         return json_body(request, {"error": "internal error; see pxe-pilot's log"}, 500)
+
+
+def script_body(request: IRequest, script: str) -> bytes:
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    return script.encode("utf-8")
+
+
+def _query(request: IRequest, name: bytes) -> str | None:
+    args: dict[bytes, list[bytes]] = getattr(request, "args", {}) or {}
+    values = args.get(name)
+    if not values:
+        return None
+    return values[0].decode("latin-1")[:64]
+
+
+def _machine(request: IRequest) -> Machine:
+    mac = None
+    text = _query(request, b"mac")
+    if text:
+        with contextlib.suppress(MacAddressError):
+            mac = MacAddress.parse(text)
+    platform = _query(request, b"platform")
+    memory = _query(request, b"memsize")
+    return Machine(
+        mac=mac,
+        platform=platform if platform in ("efi", "pcbios") else None,
+        memory_mib=int(memory) if memory and memory.isdigit() and len(memory) < 9 else None,
+    )
+
+
+def _echo_query(request: IRequest) -> str:
+    """
+    The menu's own query, rebuilt from what was understood, to come back to after a
+    failure.
+    """
+    machine = _machine(request)
+    parts = []
+    if machine.mac:
+        parts.append(f"mac={machine.mac}")
+    if machine.platform:
+        parts.append(f"platform={machine.platform}")
+    if machine.memory_mib:
+        parts.append(f"memsize={machine.memory_mib}")
+    return "&".join(parts)
 
 
 def _describe_installer(client: str, installer: InstallerRequest) -> dict[str, Any]:

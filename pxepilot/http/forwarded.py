@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from urllib.parse import quote
 
 from twisted.web.iweb import IRequest
 
+from pxepilot.boot.ipxe import valid_host
 from pxepilot.config import IPNetwork
 
 
@@ -52,3 +54,40 @@ def client_address(request: IRequest, trusted: Sequence[IPNetwork]) -> str:
         if not _is_trusted(hop, trusted):
             return hop
     return client
+
+
+def _last(request: IRequest, name: bytes) -> str | None:
+    values = request.requestHeaders.getRawHeaders(name, [])
+    if not values:
+        return None
+    last = values[-1].decode("latin-1").split(",")[-1].strip()
+    return last or None
+
+
+def public_base(request: IRequest, public_url: str | None, trusted: Sequence[IPNetwork]) -> str:
+    """
+    The base URL (ending in C{/}) under which the client reached pxe-pilot's routes.
+
+    The configured public URL wins; otherwise the C{Host} header (and C{X-Forwarded-Proto}
+    and C{X-Forwarded-Host}, from trusted proxies only), or the address the connection
+    came in on when the header is missing or malformed; plus the prefix pxe-pilot is
+    mounted under.
+    """
+    if public_url:
+        return public_url
+    scheme = "https" if request.isSecure() else "http"
+    header = request.getHeader(b"host")
+    host = header.decode("latin-1") if header is not None else None
+    peer = getattr(request.getClientAddress(), "host", None)
+    if isinstance(peer, str) and _is_trusted(peer, trusted):
+        forwarded_proto = _last(request, b"x-forwarded-proto")
+        if forwarded_proto in ("http", "https"):
+            scheme = forwarded_proto
+        host = _last(request, b"x-forwarded-host") or host
+    if host is None or not valid_host(host):
+        local = request.getHost()
+        address = getattr(local, "host", "localhost")
+        host = f"[{address}]:{local.port}" if ":" in address else f"{address}:{local.port}"
+    prepath: list[bytes] = getattr(request, "prepath", [])
+    prefix = "".join(f"{quote(segment.decode('utf-8', 'replace'))}/" for segment in prepath)
+    return f"{scheme}://{host}/{prefix}"

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from attrs import field, frozen
+from attrs import frozen
 from zope.interface import Attribute, Interface, implementer
+
+from pxepilot.tftp.packets import RequestOption
 
 MAX_NAME_BYTES = 255
 _CHUNK = 65536
@@ -60,15 +61,30 @@ class IReader(Interface):
         """
 
 
+@frozen
+class RequestContext:
+    """
+    Who asks for a file, and how.
+
+    @ivar client: The client's IP address.
+    @ivar local: The address the request was sent to (C{""} when unknown).
+    @ivar options: The request's options, as sent (their shape tells iPXE apart).
+    """
+
+    client: str
+    local: str = ""
+    options: tuple[RequestOption, ...] = ()
+
+
 class ITFTPFiles(Interface):
     """
     The files a TFTP server serves.
     """
 
-    def open(name: str, client: str) -> IReader:
+    def open(name: str, context: RequestContext) -> IReader:
         """
-        Open the file called C{name} (as returned by L{normalise_name}) for C{client}
-        (its IP address).
+        Open the file called C{name} (as returned by L{normalise_name}) for the request
+        described by C{context}.
 
         @raise FileNotFound: when there is no such file.
         @raise AccessViolation: when it may not be served.
@@ -187,25 +203,16 @@ class NetasciiReader:
         self._buffer = b""
 
 
-Generator = Callable[[str], bytes]
-
-
 @implementer(ITFTPFiles)
 @frozen
 class TFTPRoot:
     """
-    The files under C{root}, plus generated files that take precedence.
-
-    @ivar root: The TFTP root directory.
-    @ivar generated: Generated files by name; each is called with the client's address.
+    The files under C{root}.
     """
 
     root: Path
-    generated: Mapping[str, Generator] = field(factory=dict)
 
-    def open(self, name: str, client: str) -> IReader:
-        if name in self.generated:
-            return BytesReader(self.generated[name](client))
+    def open(self, name: str, context: RequestContext) -> IReader:
         root = os.path.realpath(self.root)
         path = os.path.realpath(os.path.join(root, name))
         if os.path.commonpath([root, path]) != root:

@@ -39,6 +39,7 @@ from pxepilot.tftp.files import (
     FileNotFound,
     ITFTPFiles,
     NetasciiReader,
+    RequestContext,
     normalise_name,
 )
 from pxepilot.tftp.negotiation import Limits, negotiate
@@ -482,7 +483,7 @@ class TFTPServer(DatagramProtocol):
             return
         try:
             name = normalise_name(request.filename)
-            reader = self.files.open(name, client[0])
+            reader = self.files.open(name, RequestContext(client[0], local, request.options))
         except FileNotFound as e:
             self._refuse(client, local, shown, ErrorCode.FILE_NOT_FOUND, "File not found", str(e))
             return

@@ -1,0 +1,211 @@
+"""
+The assets catalogue: every version the builder published, read from its
+C{asset.json} on each look, so new versions appear without a restart. A version still
+being built (a hidden directory), with a missing or invalid C{asset.json}, or whose
+files do not match it, is left out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+
+from pxepilot.logs import logger
+
+log = logger(__name__)
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+METADATA = "asset.json"
+MAX_METADATA_BYTES = 64 * 1024
+
+
+@frozen
+class Initrd:
+    """
+    One initrd to load.
+
+    @ivar file: Its file name in the version's directory.
+    @ivar name: The name it gets inside the initramfs (iPXE's named initrd), if any.
+    """
+
+    file: str
+    name: str | None = None
+
+
+@frozen
+class Asset:
+    """
+    One published version.
+
+    @ivar directory: C{product/version}, relative to the assets directory.
+    """
+
+    directory: str
+    product: str
+    product_name: str
+    release: str
+    iso_release: str
+    layout: str
+    kernel: str
+    initrds: tuple[Initrd, ...]
+    kernel_cmdline: str
+    mtime: float
+
+    @property
+    def version(self) -> str:
+        return f"{self.release}-{self.iso_release}"
+
+    @property
+    def key(self) -> str:
+        """
+        The menu's name for it: C{proxmox-ve/9.1-1} (the directory).
+        """
+        return self.directory
+
+    def sort_key(self) -> tuple[VersionKey, VersionKey, float]:
+        return (_version_key(self.release), _version_key(self.iso_release), self.mtime)
+
+
+VersionKey = tuple[tuple[int, int, str], ...]
+
+
+def _version_key(text: str) -> VersionKey:
+    """
+    C{9.10} after C{9.9}: numbers compare as numbers, and after words at the same
+    position (C{9.1} after C{9.1-beta}).
+    """
+    return tuple(
+        (1, int(piece), "") if piece.isdigit() else (0, 0, piece)
+        for piece in re.findall(r"\d+|[^\d]+", text)
+    )
+
+
+class InvalidAsset(Exception):
+    pass
+
+
+_CMDLINE = re.compile(r"[A-Za-z0-9_.,:/=+-]+( [A-Za-z0-9_.,:/=+-]+)*")
+
+
+def read_asset(directory: Path, relative: str) -> Asset:
+    """
+    Read and check one version's C{asset.json} against its files.
+
+    @raise InvalidAsset: when it cannot be served.
+    """
+    path = directory / METADATA
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_METADATA_BYTES + 1)
+            mtime = os.fstat(f.fileno()).st_mtime
+    except OSError as e:
+        raise InvalidAsset(f"no readable {METADATA}: {e.strerror}") from None
+    if len(raw) > MAX_METADATA_BYTES:
+        raise InvalidAsset(f"{METADATA} is too large")
+    try:
+        data: Any = json.loads(raw)
+    except ValueError as e:
+        raise InvalidAsset(f"{METADATA} is not JSON: {e}") from None
+    if not isinstance(data, dict) or data.get("format") != 1:
+        raise InvalidAsset(f"{METADATA} is not format 1")
+
+    def text(key: str, pattern: re.Pattern[str] = SAFE_NAME) -> str:
+        value = data.get(key)
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise InvalidAsset(f"{METADATA} has no valid {key!r}")
+        return value
+
+    product_name = data.get("product_name")
+    if not isinstance(product_name, str) or not product_name.strip():
+        raise InvalidAsset(f"{METADATA} has no valid 'product_name'")
+    files = data.get("files")
+    if not isinstance(files, dict):
+        raise InvalidAsset(f"{METADATA} lists no files")
+    kernel = text("kernel")
+    initrds = []
+    for entry in data.get("initrds") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise InvalidAsset(f"{METADATA} has an invalid initrd entry")
+        name = entry.get("name")
+        if name is not None and (not isinstance(name, str) or not SAFE_NAME.fullmatch(name)):
+            raise InvalidAsset(f"{METADATA} has an invalid initrd name")
+        if not SAFE_NAME.fullmatch(entry["file"]):
+            raise InvalidAsset(f"{METADATA} has an invalid initrd file name")
+        initrds.append(Initrd(entry["file"], name))
+    if not initrds:
+        raise InvalidAsset(f"{METADATA} lists no initrd")
+    for name in [kernel, *(i.file for i in initrds)]:
+        described = files.get(name)
+        if not isinstance(described, dict):
+            raise InvalidAsset(f"{METADATA} does not describe {name}")
+        try:
+            size = (directory / name).stat().st_size
+        except OSError:
+            raise InvalidAsset(f"{name} is missing") from None
+        if described.get("size") != size:
+            raise InvalidAsset(f"{name} is {size} bytes, {METADATA} says {described.get('size')}")
+    cmdline = data.get("kernel_cmdline", "")
+    if not isinstance(cmdline, str) or (cmdline and not _CMDLINE.fullmatch(cmdline)):
+        raise InvalidAsset(f"{METADATA} has an unsafe kernel command line")
+    return Asset(
+        directory=relative,
+        product=text("product"),
+        product_name=" ".join(product_name.split())[:80],
+        release=text("release"),
+        iso_release=text("iso_release"),
+        layout=text("layout"),
+        kernel=kernel,
+        initrds=tuple(initrds),
+        kernel_cmdline=cmdline,
+        mtime=mtime,
+    )
+
+
+@frozen
+class Catalogue:
+    """
+    The versions found, newest first within each product; products in name order.
+
+    @ivar problems: Directories that look like versions but cannot be served, with why.
+    """
+
+    assets: tuple[Asset, ...]
+    problems: tuple[tuple[str, str], ...]
+
+    def find(self, key: str) -> Asset | None:
+        return next((a for a in self.assets if a.key == key), None)
+
+
+def scan(root: Path) -> Catalogue:
+    """
+    Read the assets directory: C{<product>/<version>/asset.json}.
+    """
+    assets: list[Asset] = []
+    problems: list[tuple[str, str]] = []
+    try:
+        products = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError:
+        return Catalogue((), ())
+    for product in products:
+        if not SAFE_NAME.fullmatch(product.name) or not product.is_dir():
+            continue
+        try:
+            versions = sorted(os.scandir(product.path), key=lambda e: e.name)
+        except OSError:
+            continue
+        found = []
+        for version in versions:
+            if not SAFE_NAME.fullmatch(version.name) or not version.is_dir():
+                continue
+            relative = f"{product.name}/{version.name}"
+            try:
+                found.append(read_asset(Path(version.path), relative))
+            except InvalidAsset as e:
+                problems.append((relative, str(e)))
+        assets += sorted(found, key=Asset.sort_key, reverse=True)
+    return Catalogue(tuple(assets), tuple(problems))

@@ -1,0 +1,230 @@
+"""
+The iPXE scripts pxe-pilot generates, as pure functions: the chain script (what iPXE
+gets instead of a boot binary), the boot script that fetches the menu, and the menu.
+
+Nothing from a request or the file system reaches a script unchecked: names in URLs are
+checked by the catalogue, host names and URLs by the HTTP side, and display text loses
+anything iPXE would expand or split on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from attrs import frozen
+
+from pxepilot.boot.catalogue import Asset
+from pxepilot.macs import MacAddress
+
+# What the installer needs, in MiB (a Proxmox ISO is loaded into memory whole).
+# iPXE reports a little less than the nominal size: 6 GiB machines show about 6100.
+MIN_MEMORY_MIB = 6000
+
+LOCAL = "local"
+SHELL = "shell"
+
+# The settings iPXE fills in for the menu request: the booting NIC's MAC, the firmware
+# (efi or pcbios), the architecture and the memory in MiB.
+MENU_QUERY = "mac=${netX/mac}&platform=${platform}&buildarch=${buildarch}&memsize=${memsize}"
+
+
+def display(text: str, limit: int = 70) -> str:
+    """
+    Text safe to show in a menu line: no control characters, nothing iPXE expands.
+    """
+    cleaned = "".join(c for c in text if c.isprintable() and c not in "${}\\\"'")
+    return " ".join(cleaned.split())[:limit]
+
+
+def chain_script(boot_url: str) -> str:
+    """
+    What an iPXE that asks for a boot binary over TFTP gets instead: it already runs,
+    so it is sent on to pxe-pilot's boot script over HTTP rather than loading itself
+    again (the DHCP boot loop).
+    """
+    return (
+        "#!ipxe\n"
+        "# pxe-pilot: this machine runs iPXE already; on to the boot script over HTTP.\n"
+        "isset ${ip} || dhcp\n"
+        f"chain --autofree {boot_url} || goto failed\n"
+        ":failed\n"
+        f"echo pxe-pilot: cannot load {boot_url} (${{errno}}); trying again in 10 seconds\n"
+        "sleep 10\n"
+        f"chain --autofree {boot_url} || goto failed\n"
+    )
+
+
+def boot_script(menu_url: str) -> str:
+    """
+    C{/boot.ipxe}: fetch the menu, telling the server which machine asks.
+    """
+    url = f"{menu_url}?{MENU_QUERY}"
+    return (
+        "#!ipxe\n"
+        "# pxe-pilot boot script\n"
+        "isset ${ip} || dhcp\n"
+        ":menu\n"
+        f"chain --autofree {url} || goto failed\n"
+        ":failed\n"
+        "echo pxe-pilot: cannot load the menu (${errno}); trying again in 10 seconds\n"
+        "sleep 10\n"
+        "goto menu\n"
+    )
+
+
+@frozen
+class Machine:
+    """
+    What the menu knows about the machine asking for it.
+
+    @ivar mac: The booting NIC's MAC address.
+    @ivar platform: C{efi} or C{pcbios}.
+    @ivar memory_mib: Memory in MiB, as iPXE reports it.
+    """
+
+    mac: MacAddress | None = None
+    platform: str | None = None
+    memory_mib: int | None = None
+
+    @property
+    def efi(self) -> bool:
+        return self.platform == "efi"
+
+
+@frozen
+class Choice:
+    """
+    The default entry and how long the menu waits for a person before taking it.
+
+    @ivar default: An asset's key, L{LOCAL} or L{SHELL}.
+    @ivar timeout: Seconds; 0 waits for a person.
+    @ivar reason: Why, for the script's comment and the log.
+    """
+
+    default: str
+    timeout: int
+    reason: str
+
+
+def _label(index: int) -> str:
+    return f"install-{index}"
+
+
+def kernel_arguments(asset: Asset, machine: Machine, extra: str) -> str:
+    """
+    The kernel command line for an asset on a machine.
+
+    Debian's iPXE (2019) hands initrds to the kernel's EFI stub by name on UEFI, so
+    there the command line must name the initrd image (C{initrd=initrd}); the Proxmox
+    installer copies that argument into the installed system's command line, where it
+    is inert (boot loaders hand over the initrd themselves, and the kernel's EFI stub
+    prefers theirs). On BIOS nothing is added.
+    """
+    arguments = [asset.kernel_cmdline, extra.strip()]
+    if machine.efi and len(asset.initrds) == 1 and asset.initrds[0].name is None:
+        arguments.append(f"initrd={asset.initrds[0].file}")
+    return " ".join(a for a in arguments if a)
+
+
+def menu_script(
+    assets: Sequence[Asset],
+    asset_url: str,
+    menu_url: str,
+    machine: Machine,
+    choice: Choice,
+    extra_arguments: str = "",
+) -> str:
+    """
+    The menu: one entry per version (newest first within each product), local disk and
+    the iPXE shell; a default taken after the timeout; a failed download comes back to
+    the menu with a message instead of ending in a dead end.
+
+    @param asset_url: Base URL of the assets directory, ending in C{/}.
+    @param menu_url: This menu's URL with its query, to come back to.
+    """
+    labels = {asset.key: _label(i) for i, asset in enumerate(assets)}
+    default = labels.get(
+        choice.default, choice.default if choice.default in (LOCAL, SHELL) else LOCAL
+    )
+    who = str(machine.mac) if machine.mac else "this machine"
+    low_memory = machine.memory_mib is not None and 0 < machine.memory_mib < MIN_MEMORY_MIB
+    lines = [
+        "#!ipxe",
+        f"# pxe-pilot menu for {who}: {display(choice.reason, 200)}",
+        ":menu",
+        "menu pxe-pilot: Proxmox installation",
+        f"item --gap -- Machine {who}"
+        + (f", {machine.memory_mib} MiB of memory" if machine.memory_mib else ""),
+    ]
+    if low_memory:
+        lines.append(
+            f"item --gap -- WARNING: the installer needs at least {MIN_MEMORY_MIB} MiB of memory"
+        )
+    product = None
+    for asset in assets:
+        if asset.product_name != product:
+            product = asset.product_name
+            lines.append(f"item --gap -- {display(product)}")
+        lines.append(
+            f"item {labels[asset.key]} Install {display(asset.product_name)} "
+            f"{display(asset.version)}"
+        )
+    if not assets:
+        lines.append("item --gap -- No boot assets found: run pxe-pilot-builder")
+    lines += [
+        "item --gap --",
+        f"item {LOCAL} Boot from the local disk",
+        f"item {SHELL} iPXE shell",
+    ]
+    timeout = f" --timeout {choice.timeout * 1000}" if choice.timeout > 0 else ""
+    lines += [
+        f"choose --default {default}{timeout} target || goto {LOCAL}",
+        "goto ${target}",
+        "",
+    ]
+    for asset in assets:
+        base = f"{asset_url}{asset.directory}/"
+        lines += [f":{labels[asset.key]}"]
+        if low_memory:
+            lines.append(
+                f"echo WARNING: {machine.memory_mib} MiB of memory; the installer "
+                f"needs at least {MIN_MEMORY_MIB} MiB."
+            )
+        lines += [
+            f"echo Loading {display(asset.product_name)} {display(asset.version)} ...",
+            f"kernel {base}{asset.kernel} {kernel_arguments(asset, machine, extra_arguments)}"
+            " || goto failed",
+        ]
+        for initrd in asset.initrds:
+            name = f" {initrd.name}" if initrd.name else ""
+            lines.append(f"initrd {base}{initrd.file}{name} || goto failed")
+        lines += ["boot || goto failed", ""]
+    lines += [
+        f":{LOCAL}",
+        "echo Booting from the local disk ...",
+        "exit",
+        "",
+        f":{SHELL}",
+        "echo Type exit to come back to the menu.",
+        "shell",
+        "goto menu",
+        "",
+        ":failed",
+        "echo Loading failed (${errno}): back to the menu in 10 seconds.",
+        "imgfree",
+        "sleep 10",
+        f"chain --autofree {menu_url} || goto menu",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}))(:\d{1,5})?")
+
+
+def valid_host(host: str) -> bool:
+    """
+    Whether a Host header can go into a script's URL as it is.
+    """
+    return _HOST.fullmatch(host) is not None

@@ -1,0 +1,176 @@
+"""
+What a machine boots when nobody is there to choose: the menu's default and timeout.
+
+Globally from the options; per host from a sidecar file next to its answer,
+C{hosts/<mac>.boot.toml}, never from keys in the answer itself (the installer rejects
+unknown keys):
+
+    default = "proxmox-ve/9.1-1"   # or "auto", "local", "shell", or a product: "proxmox-ve"
+    timeout = 5                    # seconds; 0 waits for a person
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import frozen
+
+from pxepilot.answers.files import (
+    AnswerFileChanging,
+    AnswerFileTooLarge,
+    AnswerListing,
+    AnswersUnavailable,
+    IAnswerFiles,
+)
+from pxepilot.boot.catalogue import Asset
+from pxepilot.boot.ipxe import LOCAL, SHELL, Choice
+from pxepilot.macs import MacAddress
+
+AUTO = "auto"
+MAX_TIMEOUT = 3600
+PROXMOX_VE = "pve"
+
+
+class SidecarError(ValueError):
+    """
+    A sidecar file that cannot be used; the message says why.
+    """
+
+
+@frozen
+class BootSettings:
+    """
+    @ivar default: C{auto}, C{local}, C{shell}, a product (C{proxmox-ve}) or a version
+        (C{proxmox-ve/9.1-1}).
+    @ivar timeout: Seconds before the default is taken; 0 waits.
+    """
+
+    default: str = AUTO
+    timeout: int | None = None
+
+
+def parse_sidecar(data: bytes) -> BootSettings:
+    """
+    @raise SidecarError: for anything but C{default} (text) and C{timeout} (0-3600).
+    """
+    try:
+        document: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise SidecarError(f"not valid TOML: {e}") from None
+    unknown = sorted(set(document) - {"default", "timeout"})
+    if unknown:
+        raise SidecarError(f"unknown key {unknown[0]!r} (known: default, timeout)")
+    default = document.get("default", AUTO)
+    if not isinstance(default, str) or not default.strip():
+        raise SidecarError("default must be a non-empty string")
+    timeout = document.get("timeout")
+    if timeout is not None and (
+        not isinstance(timeout, int)
+        or isinstance(timeout, bool)
+        or not 0 <= timeout <= MAX_TIMEOUT
+    ):
+        raise SidecarError(f"timeout must be a whole number of seconds, 0-{MAX_TIMEOUT}")
+    return BootSettings(default.strip(), timeout)
+
+
+def _resolve(target: str, assets: Sequence[Asset]) -> Asset | str | None:
+    if target in (LOCAL, SHELL):
+        return target
+    exact = next((a for a in assets if a.key == target), None)
+    if exact is not None:
+        return exact
+    # A product directory name: its newest version (assets are newest first).
+    return next((a for a in assets if a.key.split("/")[0] == target), None)
+
+
+def choose(
+    assets: Sequence[Asset],
+    has_answer: bool,
+    host: BootSettings | None,
+    default: BootSettings,
+    timeout: int,
+) -> Choice:
+    """
+    The default entry: the host's sidecar, else the global setting; C{auto} installs the
+    newest Proxmox VE (or the only product present) when the machine would get an
+    answer, and boots from the local disk when it would not.
+    """
+    wait = timeout
+    for settings in (default, host):
+        if settings is not None and settings.timeout is not None:
+            wait = settings.timeout
+    wanted = host.default if host is not None and host.default != AUTO else default.default
+    source = (
+        "the host's boot settings"
+        if host is not None and host.default != AUTO
+        else ("the --menu-default option")
+    )
+    if wanted != AUTO:
+        resolved = _resolve(wanted, assets)
+        if isinstance(resolved, Asset):
+            return Choice(resolved.key, wait, f"{resolved.key} from {source}")
+        if resolved is not None:
+            return Choice(resolved, wait, f"{resolved} from {source}")
+        return Choice(LOCAL, wait, f"{wanted!r} from {source} is not available: local disk")
+    if not has_answer:
+        return Choice(LOCAL, wait, "no answer file for this machine: local disk")
+    pve = [a for a in assets if a.product == PROXMOX_VE]
+    if pve:
+        return Choice(pve[0].key, wait, f"answer file present: newest Proxmox VE, {pve[0].key}")
+    products = {a.product for a in assets}
+    if len(products) == 1:
+        return Choice(
+            assets[0].key, wait, f"answer file present: the only product, {assets[0].key}"
+        )
+    if not assets:
+        return Choice(LOCAL, wait, "no boot assets: local disk")
+    return Choice(LOCAL, wait, "several products and no Proxmox VE: choose one per host")
+
+
+def _read(files: IAnswerFiles, name: str) -> tuple[BootSettings | None, str | None]:
+    try:
+        return parse_sidecar(files.read(name).data), None
+    except (
+        SidecarError,
+        AnswersUnavailable,
+        AnswerFileChanging,
+        AnswerFileTooLarge,
+        FileNotFoundError,
+    ) as e:
+        return None, f"{name}: {e}"
+
+
+def host_settings(
+    files: IAnswerFiles, listing: AnswerListing, mac: MacAddress
+) -> tuple[BootSettings | None, str | None]:
+    """
+    The boot settings file of a host, read and checked: (settings, problem).
+    """
+    sidecar = listing.sidecar_for(mac)
+    if sidecar is None:
+        return None, None
+    return _read(files, sidecar.name)
+
+
+def inspect_sidecars(files: IAnswerFiles, listing: AnswerListing) -> list[dict[str, Any]]:
+    """
+    Every boot settings file, whether it is valid and whether it is the one used, for
+    C{/hosts}.
+    """
+    report = []
+    for sidecar in listing.sidecars:
+        settings, problem = _read(files, sidecar.name)
+        report.append(
+            {
+                "mac": str(sidecar.mac),
+                "file": sidecar.name,
+                "valid": settings is not None,
+                "error": problem,
+                "used": listing.sidecar_for(sidecar.mac) == sidecar,
+                "default": settings.default if settings else None,
+                "timeout": settings.timeout if settings else None,
+            }
+        )
+    return report

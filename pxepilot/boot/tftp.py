@@ -1,0 +1,96 @@
+"""
+The boot chain's TFTP side: the boot script as C{boot.ipxe}, and the DHCP boot loop
+broken without touching DHCP or the iPXE binaries.
+
+With only options 66 and 67 set, DHCP hands every client the same file name, so iPXE,
+once loaded, asks for itself again. Its requests are recognisable: iPXE asks for
+C{blksize} and then C{tsize}, in that order; PXE firmware (EDK2 asks for C{tsize}
+first, PXELINUX too) does not. Such a request for an iPXE binary gets a short script
+instead of the binary, and an iPXE runs any file that starts with C{#!ipxe}. Firmware
+that is itself iPXE (QEMU's ROMs, many NIC option ROMs) gets the script on its first
+request, which is right: it can run it, and skips a needless reload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from attrs import frozen
+from zope.interface import implementer
+
+from pxepilot.boot.ipxe import boot_script, chain_script
+from pxepilot.logs import logger
+from pxepilot.tftp.files import BytesReader, IReader, ITFTPFiles, RequestContext
+from pxepilot.tftp.packets import RequestOption
+
+log = logger(__name__)
+
+BOOT_SCRIPT = "boot.ipxe"
+IPXE_BINARIES = frozenset(
+    {
+        "undionly.kpxe",
+        "undionly.kkpxe",
+        "undionly.kkkpxe",
+        "ipxe.pxe",
+        "ipxe.kpxe",
+        "ipxe.efi",
+        "snponly.efi",
+        "snp.efi",
+        "ipxe.usb",
+    }
+)
+
+
+def is_ipxe(options: tuple[RequestOption, ...]) -> bool:
+    """
+    Whether a read request has the shape of iPXE's: C{blksize}, then C{tsize}.
+    """
+    keys = [option.key for option in options]
+    return keys[:2] == ["blksize", "tsize"]
+
+
+@implementer(ITFTPFiles)
+@frozen
+class BootFiles:
+    """
+    The TFTP root, with the boot script added and iPXE's own binaries answered with the
+    chain script when iPXE asks for them.
+
+    @ivar files: The TFTP root.
+    @ivar base_url: pxe-pilot's HTTP base URL (ending in C{/}) as seen from a request.
+    """
+
+    files: ITFTPFiles
+    base_url: Callable[[RequestContext], str]
+
+    def open(self, name: str, context: RequestContext) -> IReader:
+        if name == BOOT_SCRIPT:
+            return BytesReader(boot_script(f"{self.base_url(context)}menu.ipxe").encode())
+        if name.rsplit("/", 1)[-1] in IPXE_BINARIES and is_ipxe(context.options):
+            log.info(
+                "TFTP {client}: iPXE asked for {file}; it gets the chain script to the menu",
+                client=context.client,
+                file=name,
+            )
+            return BytesReader(chain_script(f"{self.base_url(context)}boot.ipxe").encode())
+        return self.files.open(name, context)
+
+
+def tftp_base_url(
+    public_url: str | None, http_port: Callable[[], int]
+) -> Callable[[RequestContext], str]:
+    """
+    pxe-pilot's base URL for a TFTP client: the public URL when configured, otherwise
+    the address the TFTP request was sent to (the client reached it, so it reaches
+    HTTP there too), or iPXE's own C{${next-server}} when that address is not known.
+    """
+
+    def base(context: RequestContext) -> str:
+        if public_url:
+            return public_url
+        host = context.local or "${next-server}"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{http_port()}/"
+
+    return base
