@@ -104,17 +104,25 @@ def test_open_and_read(root: Path) -> None:
 
 def test_symlinks(root: Path, tmp_path: Path) -> None:
     """
-    A link inside the root is followed; a link that leaves the root is refused.
+    A file's own link is followed wherever it points, as distributions install boot
+    loaders (Debian's ipxe.efi links to /boot); a directory that leaves the root is
+    refused, and so is a link to something other than a regular file.
     """
+    (tmp_path / "secret").write_bytes(b"linked file")
     (root / "alias.kpxe").symlink_to("undionly.kpxe")
-    (root / "escape").symlink_to(tmp_path / "secret")
+    (root / "linked.efi").symlink_to(tmp_path / "secret")
     (root / "outside").symlink_to(tmp_path)
+    (root / "sub").mkdir()
+    (root / "sub" / "up").symlink_to(tmp_path)
+    (root / "directory-link").symlink_to(tmp_path)
     files = TFTPRoot(root)
     assert files.open("alias.kpxe", CONTEXT).read(0, 10) == b"bios"
-    with pytest.raises(AccessViolation):
-        files.open("escape", CONTEXT)
-    with pytest.raises(AccessViolation):
-        files.open("outside/secret", CONTEXT)
+    assert files.open("linked.efi", CONTEXT).read(0, 20) == b"linked file"
+    for name in ("outside/secret", "sub/up/secret"):
+        with pytest.raises(AccessViolation):
+            files.open(name, CONTEXT)
+    with pytest.raises(FileNotFound):
+        files.open("directory-link", CONTEXT)
 
 
 def test_missing_directories_and_specials(root: Path) -> None:

@@ -25,8 +25,33 @@ LOCAL = "local"
 SHELL = "shell"
 
 # The settings iPXE fills in for the menu request: the booting NIC's MAC, the firmware
-# (efi or pcbios), the architecture and the memory in MiB.
-MENU_QUERY = "mac=${netX/mac}&platform=${platform}&buildarch=${buildarch}&memsize=${memsize}"
+# (efi or pcbios), the architecture, the memory in MiB (only builds with memory-map
+# settings know it; Debian's do not) and the sizes of the SMBIOS memory devices that
+# the boot script gathers, for the builds without.
+MENU_QUERY = (
+    "mac=${netX/mac}&platform=${platform}&buildarch=${buildarch}&memsize=${memsize}"
+    "&memdevs=${memdevs}"
+)
+
+# SMBIOS structures an iPXE script can walk: instances are numbered from 0 to 255.
+_MAX_MEMORY_DEVICES = 256
+
+# Each SMBIOS memory device (type 17) with a size other than "no module installed", as
+# "<size word>-<extended size dword>." in hex, both little-endian as in the table; the
+# extended size exists from SMBIOS 2.7 and is empty before. iPXE expands the innermost
+# ${...} first, so the instance number can be part of a setting's name.
+_SIZE = "${smbios/${memslot}.17.12.2:hexraw}"
+_EXTENDED_SIZE = "${smbios/${memslot}.17.28.4:hexraw}"
+_GATHER_MEMORY = (
+    "set memdevs\n"
+    "set memslot:int32 0\n"
+    ":memory\n"
+    f"isset {_SIZE} || goto memory_done\n"
+    f"iseq {_SIZE} 0000 || set memdevs ${{memdevs}}{_SIZE}-{_EXTENDED_SIZE}.\n"
+    "inc memslot\n"
+    f"iseq ${{memslot}} {_MAX_MEMORY_DEVICES} || goto memory\n"
+    ":memory_done\n"
+)
 
 
 def display(text: str, limit: int = 70) -> str:
@@ -64,6 +89,7 @@ def boot_script(menu_url: str) -> str:
         "#!ipxe\n"
         "# pxe-pilot boot script\n"
         "isset ${ip} || dhcp\n"
+        f"{_GATHER_MEMORY}"
         ":menu\n"
         f"chain --autofree {url} || goto failed\n"
         ":failed\n"
@@ -71,6 +97,36 @@ def boot_script(menu_url: str) -> str:
         "sleep 10\n"
         "goto menu\n"
     )
+
+
+def smbios_memory_mib(devices: str) -> int | None:
+    """
+    The machine's memory in MiB from the memory devices the boot script gathered, or
+    None when there is nothing to go by.
+
+    A device's size word (SMBIOS 2.3+) counts MiB, or KiB when bit 15 is set; C{0x7fff}
+    means the extended size (SMBIOS 2.7+, MiB in bits 0-30) holds it, and C{0xffff}
+    means unknown.
+    """
+    total = 0
+    for device in devices.split(".")[:_MAX_MEMORY_DEVICES]:
+        size_text, _, extended_text = device.partition("-")
+        try:
+            size = int.from_bytes(bytes.fromhex(size_text), "little")
+            extended = int.from_bytes(bytes.fromhex(extended_text), "little")
+        except ValueError:
+            continue
+        if len(size_text) != 4 or size in (0, 0xFFFF):
+            continue
+        if size == 0x7FFF:
+            if len(extended_text) != 8:
+                continue
+            total += extended & 0x7FFFFFFF
+        elif size & 0x8000:
+            total += (size & 0x7FFF) // 1024
+        else:
+            total += size
+    return total or None
 
 
 @frozen

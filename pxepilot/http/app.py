@@ -25,7 +25,13 @@ from pxepilot.answers.request import (
 )
 from pxepilot.answers.service import AnswerService, Invalid, NoAnswer, Served, choose_source
 from pxepilot.boot.catalogue import scan
-from pxepilot.boot.ipxe import Machine, boot_script, menu_script
+from pxepilot.boot.ipxe import (
+    MIN_MEMORY_MIB,
+    Machine,
+    boot_script,
+    menu_script,
+    smbios_memory_mib,
+)
 from pxepilot.boot.policy import BootSettings, choose, host_settings, inspect_sidecars
 from pxepilot.config import Config, IPNetwork
 from pxepilot.health import IHealthCheck, overall_status
@@ -201,6 +207,13 @@ class PxePilotRoutes:
             reason=choice.reason,
             default=choice.default,
         )
+        if machine.memory_mib is not None and machine.memory_mib < MIN_MEMORY_MIB:
+            log.warn(
+                "{mac} has {memory} MiB of memory; the installer needs {needed} MiB",
+                mac=str(machine.mac) if machine.mac else "unknown MAC",
+                memory=machine.memory_mib,
+                needed=MIN_MEMORY_MIB,
+            )
         return script_body(
             request,
             menu_script(
@@ -271,12 +284,12 @@ def script_body(request: IRequest, script: str) -> bytes:
     return script.encode("utf-8")
 
 
-def _query(request: IRequest, name: bytes) -> str | None:
+def _query(request: IRequest, name: bytes, limit: int = 64) -> str | None:
     args: dict[bytes, list[bytes]] = getattr(request, "args", {}) or {}
     values = args.get(name)
     if not values:
         return None
-    return values[0].decode("latin-1")[:64]
+    return values[0].decode("latin-1")[:limit]
 
 
 def _machine(request: IRequest) -> Machine:
@@ -287,10 +300,14 @@ def _machine(request: IRequest) -> Machine:
             mac = MacAddress.parse(text)
     platform = _query(request, b"platform")
     memory = _query(request, b"memsize")
+    if memory and memory.isdigit() and len(memory) < 9:
+        memory_mib: int | None = int(memory)
+    else:
+        memory_mib = smbios_memory_mib(_query(request, b"memdevs", 4096) or "")
     return Machine(
         mac=mac,
         platform=platform if platform in ("efi", "pcbios") else None,
-        memory_mib=int(memory) if memory and memory.isdigit() and len(memory) < 9 else None,
+        memory_mib=memory_mib,
     )
 
 

@@ -64,14 +64,19 @@ def _last(request: IRequest, name: bytes) -> str | None:
     return last or None
 
 
-def public_base(request: IRequest, public_url: str | None, trusted: Sequence[IPNetwork]) -> str:
+def public_base(
+    request: IRequest,
+    public_url: str | None,
+    trusted: Sequence[IPNetwork],
+    route_segments: int = 1,
+) -> str:
     """
     The base URL (ending in C{/}) under which the client reached pxe-pilot's routes.
 
     The configured public URL wins; otherwise the C{Host} header (and C{X-Forwarded-Proto}
     and C{X-Forwarded-Host}, from trusted proxies only), or the address the connection
     came in on when the header is missing or malformed; plus the prefix pxe-pilot is
-    mounted under.
+    mounted under (the request's path so far, less the route's own C{route_segments}).
     """
     if public_url:
         return public_url
@@ -89,5 +94,6 @@ def public_base(request: IRequest, public_url: str | None, trusted: Sequence[IPN
         address = getattr(local, "host", "localhost")
         host = f"[{address}]:{local.port}" if ":" in address else f"{address}:{local.port}"
     prepath: list[bytes] = getattr(request, "prepath", [])
+    prepath = prepath[: max(0, len(prepath) - route_segments)]
     prefix = "".join(f"{quote(segment.decode('utf-8', 'replace'))}/" for segment in prepath)
     return f"{scheme}://{host}/{prefix}"

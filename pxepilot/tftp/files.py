@@ -3,8 +3,11 @@ What the TFTP server serves: files under the TFTP root and files pxe-pilot gener
 behind L{ITFTPFiles}, read through L{IReader}.
 
 Requested names are normalised and checked before anything touches the file system:
-C{\\} counts as C{/}, C{..} and hidden segments are refused, and the resolved path must
-stay under the root even through symbolic links.
+C{\\} counts as C{/}, C{..} and hidden segments are refused, and the directory a file is
+looked up in must resolve to one under the root even through symbolic links. The file's own
+name may be a link to a regular file anywhere: distributions install boot loaders that way
+(Debian's C{/usr/lib/ipxe/ipxe.efi} links to C{/boot/ipxe.efi}), and only the operator can
+put a link in the root.
 """
 
 from __future__ import annotations
@@ -214,9 +217,11 @@ class TFTPRoot:
 
     def open(self, name: str, context: RequestContext) -> IReader:
         root = os.path.realpath(self.root)
-        path = os.path.realpath(os.path.join(root, name))
-        if os.path.commonpath([root, path]) != root:
-            raise AccessViolation("resolves outside the TFTP root")
+        directory, _, base = name.rpartition("/")
+        parent = os.path.realpath(os.path.join(root, directory))
+        if os.path.commonpath([root, parent]) != root:
+            raise AccessViolation("directory resolves outside the TFTP root")
+        path = os.path.join(parent, base)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):

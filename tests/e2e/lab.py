@@ -1,0 +1,390 @@
+"""
+A PXE lab in a network namespace: a bridge, a tap device for QEMU, dnsmasq as a plain
+DHCP server, pxe-pilot (twistd) serving TFTP and HTTP, and a synthetic Proxmox ISO
+whose kernel is Debian's and whose initrd behaves like the Proxmox installer: it finds
+/proxmox.iso, loop-mounts it, reads /auto-installer-mode.toml, posts its system
+information with the NIC's real MAC to the URL in it, and prints the answer on the
+serial console.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from builder import cpio
+from builder.testing import make_iso, proxmox_files
+
+NETNS = "pxe-pilot-lab"
+BRIDGE_ADDRESS = "10.99.0.1"
+CACHE = Path(os.environ.get("PXE_PILOT_E2E_CACHE", "/var/cache/pxe-pilot-e2e"))
+ROOT = Path(__file__).resolve().parent.parent.parent
+VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+MODULES = ["e1000", "virtio_pci", "virtio_net", "loop", "isofs"]
+ANSWER_BEGIN = "PXE-PILOT-ANSWER-BEGIN"
+ANSWER_END = "PXE-PILOT-ANSWER-END"
+# Less than the real installer needs, so the menu's memory warning shows.
+GUEST_MEMORY_MIB = 1024
+
+
+def require() -> None:
+    """
+    Skip unless this machine can run the lab (CI can, and fails on a skip).
+    """
+    if os.geteuid() != 0:
+        pytest.skip("the PXE lab needs root (network namespaces, tap devices)")
+    for tool in ["ip", "qemu-system-x86_64", "dnsmasq", "busybox"]:
+        if shutil.which(tool) is None:
+            pytest.skip(f"the PXE lab needs {tool} (.ci/run installs it)")
+    for path in [
+        "/usr/share/OVMF/OVMF_CODE.fd",
+        "/usr/lib/ipxe/qemu/pxe-e1000.rom",
+        "/usr/lib/ipxe/undionly.kpxe",
+        "/usr/lib/ipxe/ipxe.efi",
+    ]:
+        if not Path(path).exists():
+            pytest.skip(f"the PXE lab needs {path} (.ci/run installs ovmf, ipxe, ipxe-qemu)")
+
+
+def kernel_tree() -> Path:
+    """
+    Debian's kernel package, unpacked (downloaded once into the cache).
+    """
+    unpacked = CACHE / "kernel"
+    if (unpacked / "boot").exists():
+        return unpacked
+    CACHE.mkdir(parents=True, exist_ok=True)
+    debs = sorted(CACHE.glob("linux-image-*-amd64_*.deb"))
+    if not debs:
+        depends = subprocess.run(
+            ["apt-cache", "depends", "linux-image-amd64"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        package = re.search(r"Depends: (linux-image-\S+)", depends)
+        assert package, depends
+        shutil.chown(CACHE, "_apt")  # apt downloads as the _apt user
+        subprocess.run(
+            ["apt-get", "download", "-q", package.group(1)],
+            cwd=CACHE,
+            check=True,
+            capture_output=True,
+        )
+        debs = sorted(CACHE.glob("linux-image-*-amd64_*.deb"))
+    scratch = CACHE / "kernel.tmp"
+    shutil.rmtree(scratch, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(scratch)], check=True)
+    scratch.rename(unpacked)
+    return unpacked
+
+
+def _module_order(modules_dir: Path, wanted: list[str]) -> list[str]:
+    """
+    The modules to load, dependencies first, as paths relative to C{modules_dir}. The
+    package has no modules.dep (depmod writes it on installation): each module's own
+    C{depends=} entry is read instead.
+    """
+    files = {p.name.split(".ko")[0].replace("-", "_"): p for p in modules_dir.rglob("*.ko")}
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        path = files.get(name)
+        if path is None:
+            return  # built into the kernel
+        found = re.search(rb"\x00depends=([^\x00]*)\x00", path.read_bytes())
+        for dependency in found.group(1).decode().split(",") if found else []:
+            if dependency:
+                visit(dependency.replace("-", "_"))
+        relative = str(path.relative_to(modules_dir))
+        if relative not in order:
+            order.append(relative)
+
+    for name in wanted:
+        visit(name)
+    return order
+
+
+INIT = r"""#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /mnt /tmp /bin
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox --install -s /bin
+exec >/dev/ttyS0 2>&1
+echo "fake installer: started"
+for module in $(cat /modules.list); do insmod "/lib/modules/$module" 2>/dev/null; done
+if [ ! -f /proxmox.iso ]; then echo "FAIL: no /proxmox.iso in the initramfs"; poweroff -f; fi
+if ! mount -t iso9660 -o loop,ro /proxmox.iso /mnt; then
+    echo "FAIL: cannot mount /proxmox.iso"
+    poweroff -f
+fi
+url=$(sed -n 's/^url *= *"\(.*\)"/\1/p' /mnt/auto-installer-mode.toml)
+echo "fake installer: answer URL $url"
+iface=""
+for attempt in $(seq 1 100); do
+    for dev in /sys/class/net/*; do
+        name=$(basename "$dev")
+        [ "$name" = lo ] || iface="$name"
+    done
+    [ -n "$iface" ] && break
+    sleep 0.1
+done
+ip link set "$iface" up
+udhcpc -i "$iface" -n -q -t 20 -T 1 -s /udhcpc.sh
+mac=$(cat "/sys/class/net/$iface/address")
+body='{"$schema":{"version":"1.0"},'
+body="$body"'"product":{"fullname":"Proxmox VE","product":"pve","enable_btrfs":true},'
+body="$body"'"iso":{"release":"9.1","isorelease":"1"},"dmi":{"system":{"name":"QEMU"}},'
+body="$body"'"network_interfaces":[{"link":"'"$iface"'","mac":"'"$mac"'"}]}'
+wget -q -O /tmp/answer --header "Content-Type: application/json; charset=utf-8" \
+    --post-data "$body" "$url" || echo "FAIL: the answer request failed"
+echo PXE-PILOT-ANSWER-BEGIN
+cat /tmp/answer
+echo PXE-PILOT-ANSWER-END
+poweroff -f
+"""
+
+UDHCPC = """#!/bin/sh
+case "$1" in
+    bound|renew)
+        ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}"
+        ;;
+esac
+"""
+
+
+def installer_initrd(kernel: Path) -> bytes:
+    """
+    A gzip-compressed initramfs: busybox, the network, loop and iso9660 modules, and the
+    fake installer's /init.
+    """
+    modules_dir = next((kernel / "lib" / "modules").iterdir())
+    members: list[tuple[str, bytes, int]] = [
+        ("init", INIT.encode(), 0o100755),
+        ("udhcpc.sh", UDHCPC.encode(), 0o100755),
+        ("bin/busybox", Path(shutil.which("busybox") or "/bin/busybox").read_bytes(), 0o100755),
+    ]
+    order = _module_order(modules_dir, MODULES)
+    members.append(("modules.list", "\n".join(order).encode() + b"\n", 0o100644))
+    for module in order:
+        members.append((f"lib/modules/{module}", (modules_dir / module).read_bytes(), 0o100644))
+    archive = b""
+    directories: set[str] = set()
+    for name, data, mode in members:
+        parts = name.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            directory = "/".join(parts[:depth])
+            if directory not in directories:
+                directories.add(directory)
+                archive += cpio.header(directory, 0, mode=0o040755)
+        archive += cpio.header(name, len(data), mode=mode) + data + cpio.data_padding(len(data))
+    return gzip.compress(archive + cpio.trailer(), compresslevel=6)
+
+
+def synthetic_iso(path: Path) -> None:
+    """
+    A Proxmox-like ISO with Debian's kernel as /boot/linux26 and the fake installer as
+    /boot/initrd.img.
+    """
+    kernel = kernel_tree()
+    vmlinuz = next((kernel / "boot").glob("vmlinuz-*")).read_bytes()
+    make_iso(path, proxmox_files(kernel=vmlinuz, initrd=installer_initrd(kernel)))
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), check=check, capture_output=True, text=True)
+
+
+def netns(*args: str) -> list[str]:
+    return ["ip", "netns", "exec", NETNS, *args]
+
+
+@contextmanager
+def network() -> Iterator[None]:
+    """
+    The namespace with its bridge; removed afterwards, whatever happens.
+    """
+    run("ip", "netns", "del", NETNS, check=False)
+    run("ip", "netns", "add", NETNS)
+    try:
+        for command in (
+            ["ip", "link", "set", "lo", "up"],
+            ["ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0"],
+            ["ip", "addr", "add", f"{BRIDGE_ADDRESS}/24", "dev", "br0"],
+            ["ip", "link", "set", "br0", "up"],
+        ):
+            run(*netns(*command))
+        yield
+    finally:
+        run("ip", "netns", "del", NETNS, check=False)
+
+
+@contextmanager
+def tap(name: str) -> Iterator[str]:
+    run(*netns("ip", "tuntap", "add", "dev", name, "mode", "tap"))
+    run(*netns("ip", "link", "set", name, "master", "br0"))
+    run(*netns("ip", "link", "set", name, "up"))
+    try:
+        yield name
+    finally:
+        run(*netns("ip", "link", "del", name), check=False)
+
+
+class Process:
+    """
+    A background process in the lab, its output in a file.
+    """
+
+    def __init__(self, name: str, args: list[str], directory: Path) -> None:
+        self.log = directory / f"{name}.log"
+        self._file = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
+        # QEMU misbehaves with stdin at end of file: give it a pipe that stays open.
+        stdin, self._stdin = os.pipe()
+        self.process = subprocess.Popen(
+            args, stdout=self._file, stderr=subprocess.STDOUT, stdin=stdin, start_new_session=True
+        )
+        os.close(stdin)
+
+    @property
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.text)
+            if found:
+                return found
+            if self.process.poll() is not None:
+                found = re.search(pattern, self.text)
+                if found:
+                    return found
+                break
+            time.sleep(0.5)
+        raise AssertionError(f"{pattern!r} not seen in {self.log.name}:\n{self.text[-6000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self._stdin >= 0:
+            os.close(self._stdin)
+            self._stdin = -1
+        self._file.close()
+
+
+def dnsmasq(directory: Path, snponly: tuple[str, ...] = ()) -> Process:
+    """
+    A plain DHCP server: an address, the next server (option 66) and a boot file
+    (option 67) by client architecture: BIOS gets undionly.kpxe, x86-64 UEFI gets
+    ipxe.efi, or snponly.efi for the MACs in C{snponly}. No user-class rules.
+    """
+    hosts = [f"--dhcp-host={mac},set:snp" for mac in snponly]
+    return Process(
+        "dnsmasq",
+        netns(
+            "dnsmasq",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--interface=br0",
+            "--bind-interfaces",
+            "--dhcp-range=10.99.0.50,10.99.0.90,1h",
+            "--dhcp-match=set:efi64,option:client-arch,7",
+            "--dhcp-match=set:efi64,option:client-arch,9",
+            f"--dhcp-boot=tag:!efi64,undionly.kpxe,,{BRIDGE_ADDRESS}",
+            *hosts,
+            f"--dhcp-boot=tag:efi64,tag:!snp,ipxe.efi,,{BRIDGE_ADDRESS}",
+            f"--dhcp-boot=tag:efi64,tag:snp,snponly.efi,,{BRIDGE_ADDRESS}",
+            "--log-dhcp",
+            "--pid-file=",
+        ),
+        directory,
+    )
+
+
+def pxe_pilot(directory: Path, answers: Path, assets: Path, *extra: str) -> Process:
+    process = Process(
+        "pxe-pilot",
+        netns(
+            str(VENV_BIN / "twistd"),
+            "--nodaemon",
+            "--pidfile=",
+            "pxe-pilot",
+            "--answers",
+            str(answers),
+            "--assets",
+            str(assets),
+            "--port",
+            "8080",
+            "--boot",
+            "--tftp-port",
+            "69",
+            "--tftp-root",
+            "/usr/lib/ipxe",
+            "--menu-timeout",
+            "2",
+            "--kernel-args",
+            "console=ttyS0,115200",
+            *extra,
+        ),
+        directory,
+    )
+    process.wait_for(r"TFTP listening on", 30)
+    return process
+
+
+def qemu(directory: Path, name: str, firmware: str, mac: str, tap_name: str) -> Process:
+    """
+    A guest that boots from the network: SeaBIOS with QEMU's iPXE ROM on an e1000, or
+    OVMF with its own UEFI PXE client on virtio-net (no option ROM).
+    """
+    args = [
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-m",
+        str(GUEST_MEMORY_MIB),
+        "-nographic",
+        "-no-reboot",
+        "-netdev",
+        f"tap,id=n0,ifname={tap_name},script=no,downscript=no",
+    ]
+    if firmware == "bios":
+        args += ["-device", f"e1000,netdev=n0,mac={mac}", "-boot", "n"]
+    else:
+        variables = directory / f"{name}-vars.fd"
+        shutil.copy("/usr/share/OVMF/OVMF_VARS.fd", variables)
+        args += [
+            "-drive",
+            "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd",
+            "-drive",
+            f"if=pflash,format=raw,file={variables}",
+            "-device",
+            f"virtio-net-pci,netdev=n0,mac={mac},romfile=",
+        ]
+    return Process(name, netns(*args), directory)
+
+
+def answer_of(output: str) -> str:
+    """
+    The answer the fake installer printed between its markers.
+    """
+    found = re.search(rf"{ANSWER_BEGIN}\r?\n(.*?){ANSWER_END}", output, re.S)
+    assert found, output[-6000:]
+    return found.group(1).replace("\r\n", "\n")
