@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tomllib
 
+import pytest
 import tomli_w
 from hypothesis import given
 from hypothesis import strategies as st
@@ -64,6 +65,21 @@ def test_truncated_file() -> None:
     problem = check_answer(MINIMAL_ANSWER[: MINIMAL_ANSWER.index(b"en-us") + 2])
     assert problem is not None
     assert problem.line == 2
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"n = " + b"9" * 5000 + b"\n", b"n = " + b"[" * 5000 + b"]" * 5000 + b"\n"],
+    ids=["integer-too-long", "nested-too-deeply"],
+)
+def test_parser_limits_are_problems_not_crashes(data: bytes) -> None:
+    """
+    Input the TOML parser gives up on in other ways than a syntax error (an integer
+    too long to convert, nesting too deep) is reported like any invalid file.
+    """
+    problem = check_answer(data)
+    assert problem is not None
+    assert problem.message.startswith("not valid TOML")
 
 
 toml_keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_0123456789", min_size=1, max_size=12)

@@ -98,3 +98,25 @@ def test_answer_over_the_site(resource: IResource, events: list[LogEvent]) -> No
     [access] = [e for e in events if e.get("method") == "POST" and "code" in e]
     assert access["log_level"] == LogLevel.debug
     assert (access["path"], access["client"], access["code"]) == ("/answer", "192.0.2.50", 200)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [b"a" * 70 + b".example", b"x" * 300, b"pxe..example", "b\xc3\xb6se.example".encode()],
+)
+def test_impossible_host_names_do_not_break_routes(
+    resource: IResource, host: bytes, events: list[LogEvent]
+) -> None:
+    """
+    A Host header that cannot be a host name (a label over 63 characters, too long,
+    an empty label, not ASCII) does not fail the request: the routes work with the
+    address the client connected to.
+    """
+    transport, protocol = connect(resource)
+    protocol.dataReceived(  # type: ignore[attr-defined]
+        b"GET /boot.ipxe HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+    )
+    response = transport.value()
+    assert response.startswith(b"HTTP/1.1 200 OK\r\n"), response[:200]
+    assert b"chain --autofree http://" in response
+    assert not [e for e in events if e.get("log_failure") is not None]

@@ -74,6 +74,11 @@ def check_answer(data: bytes) -> AnswerProblem | None:
         return AnswerProblem(
             f"not valid TOML: {found['message']}", int(found["line"]), int(found["column"])
         )
+    except ValueError as e:
+        # An integer too long to convert: the parser raises a plain ValueError.
+        return AnswerProblem(f"not valid TOML: {e}")
+    except RecursionError:
+        return AnswerProblem("not valid TOML: arrays or tables nested too deeply")
     if not document:
         return AnswerProblem("the answer file is empty")
     return None

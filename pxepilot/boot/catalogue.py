@@ -77,12 +77,14 @@ VersionKey = tuple[tuple[int, int, str], ...]
 def _version_key(text: str) -> VersionKey:
     """
     C{9.10} after C{9.9}: numbers compare as numbers, and after words at the same
-    position (C{9.1} after C{9.1-beta}).
+    position. Separators (C{.-_+}) only separate, and the end of the text comes after a
+    word and before a number: C{9.1} after C{9.1-beta}, and before C{9.1.1}.
     """
-    return tuple(
-        (1, int(piece), "") if piece.isdigit() else (0, 0, piece)
-        for piece in re.findall(r"\d+|[^\d]+", text)
+    pieces = tuple(
+        (2, int(piece), "") if piece.isdigit() else (0, 0, piece)
+        for piece in re.findall(r"[0-9]+|[A-Za-z]+", text)
     )
+    return (*pieces, (1, 0, ""))
 
 
 class InvalidAsset(Exception):
@@ -109,9 +111,10 @@ def read_asset(directory: Path, relative: str) -> Asset:
         raise InvalidAsset(f"{METADATA} is too large")
     try:
         data: Any = json.loads(raw)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
+        # Nesting deep enough to exhaust the parser's recursion is no JSON we wrote.
         raise InvalidAsset(f"{METADATA} is not JSON: {e}") from None
-    if not isinstance(data, dict) or data.get("format") != 1:
+    if not isinstance(data, dict) or data.get("format") != 1 or data.get("format") is True:
         raise InvalidAsset(f"{METADATA} is not format 1")
 
     def text(key: str, pattern: re.Pattern[str] = SAFE_NAME) -> str:
@@ -127,8 +130,11 @@ def read_asset(directory: Path, relative: str) -> Asset:
     if not isinstance(files, dict):
         raise InvalidAsset(f"{METADATA} lists no files")
     kernel = text("kernel")
+    entries = data.get("initrds") or []
+    if not isinstance(entries, list):
+        raise InvalidAsset(f"{METADATA} has an invalid initrd list")
     initrds = []
-    for entry in data.get("initrds") or []:
+    for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
             raise InvalidAsset(f"{METADATA} has an invalid initrd entry")
         name = entry.get("name")

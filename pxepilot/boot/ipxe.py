@@ -54,12 +54,19 @@ _GATHER_MEMORY = (
 )
 
 
+# Words iPXE's command line takes, wherever they stand, as the end of a command.
+_COMMAND_SEPARATORS = ("||", "&&", ";")
+
+
 def display(text: str, limit: int = 70) -> str:
     """
-    Text safe to show in a menu line: no control characters, nothing iPXE expands.
+    Text safe to show in a menu line: no control characters, nothing iPXE expands,
+    and no word iPXE would take as the end of a command (C{||}, C{&&}, C{;}) or the
+    start of a comment (a leading C{#}).
     """
-    cleaned = "".join(c for c in text if c.isprintable() and c not in "${}\\\"'")
-    return " ".join(cleaned.split())[:limit]
+    cleaned = "".join((c if c.isprintable() else " ") for c in text if c not in "${}\\\"'")
+    words = (word.lstrip("#") for word in " ".join(cleaned.split())[:limit].split())
+    return " ".join(word for word in words if word and word not in _COMMAND_SEPARATORS)
 
 
 def chain_script(boot_url: str) -> str:
@@ -276,11 +283,12 @@ def menu_script(
     return "\n".join(lines)
 
 
-_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}))(:\d{1,5})?")
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}))(?::([0-9]{1,5}))?")
 
 
 def valid_host(host: str) -> bool:
     """
     Whether a Host header can go into a script's URL as it is.
     """
-    return _HOST.fullmatch(host) is not None
+    found = _HOST.fullmatch(host)
+    return found is not None and (found.group(2) is None or int(found.group(2)) <= 65535)

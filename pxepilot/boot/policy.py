@@ -43,11 +43,11 @@ class SidecarError(ValueError):
 class BootSettings:
     """
     @ivar default: C{auto}, C{local}, C{shell}, a product (C{proxmox-ve}) or a version
-        (C{proxmox-ve/9.1-1}).
-    @ivar timeout: Seconds before the default is taken; 0 waits.
+        (C{proxmox-ve/9.1-1}); L{None} when not set (a sidecar with only a timeout).
+    @ivar timeout: Seconds before the default is taken; 0 waits; L{None} when not set.
     """
 
-    default: str = AUTO
+    default: str | None = AUTO
     timeout: int | None = None
 
 
@@ -57,13 +57,16 @@ def parse_sidecar(data: bytes) -> BootSettings:
     """
     try:
         document: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+    except (ValueError, RecursionError) as e:
+        # Besides TOMLDecodeError and UnicodeDecodeError (both ValueErrors), the parser
+        # fails with a plain ValueError on integers too long to convert and with a
+        # RecursionError on deeply nested arrays or tables.
         raise SidecarError(f"not valid TOML: {e}") from None
     unknown = sorted(set(document) - {"default", "timeout"})
     if unknown:
         raise SidecarError(f"unknown key {unknown[0]!r} (known: default, timeout)")
-    default = document.get("default", AUTO)
-    if not isinstance(default, str) or not default.strip():
+    default = document.get("default")
+    if default is not None and (not isinstance(default, str) or not default.strip()):
         raise SidecarError("default must be a non-empty string")
     timeout = document.get("timeout")
     if timeout is not None and (
@@ -72,7 +75,7 @@ def parse_sidecar(data: bytes) -> BootSettings:
         or not 0 <= timeout <= MAX_TIMEOUT
     ):
         raise SidecarError(f"timeout must be a whole number of seconds, 0-{MAX_TIMEOUT}")
-    return BootSettings(default.strip(), timeout)
+    return BootSettings(default.strip() if default is not None else None, timeout)
 
 
 def _resolve(target: str, assets: Sequence[Asset]) -> Asset | str | None:
@@ -101,12 +104,10 @@ def choose(
     for settings in (default, host):
         if settings is not None and settings.timeout is not None:
             wait = settings.timeout
-    wanted = host.default if host is not None and host.default != AUTO else default.default
-    source = (
-        "the host's boot settings"
-        if host is not None and host.default != AUTO
-        else ("the --menu-default option")
-    )
+    if host is not None and host.default is not None:
+        wanted, source = host.default, "the host's boot settings"
+    else:
+        wanted, source = default.default or AUTO, "the --menu-default option"
     if wanted != AUTO:
         resolved = _resolve(wanted, assets)
         if isinstance(resolved, Asset):
@@ -118,12 +119,13 @@ def choose(
         return Choice(LOCAL, wait, "no answer file for this machine: local disk")
     pve = [a for a in assets if a.product == PROXMOX_VE]
     if pve:
-        return Choice(pve[0].key, wait, f"answer file present: newest Proxmox VE, {pve[0].key}")
+        # Newest across directories: Proxmox VE may be published under more than one.
+        newest = max(pve, key=Asset.sort_key)
+        return Choice(newest.key, wait, f"answer file present: newest Proxmox VE, {newest.key}")
     products = {a.product for a in assets}
     if len(products) == 1:
-        return Choice(
-            assets[0].key, wait, f"answer file present: the only product, {assets[0].key}"
-        )
+        newest = max(assets, key=Asset.sort_key)
+        return Choice(newest.key, wait, f"answer file present: the only product, {newest.key}")
     if not assets:
         return Choice(LOCAL, wait, "no boot assets: local disk")
     return Choice(LOCAL, wait, "several products and no Proxmox VE: choose one per host")

@@ -5,8 +5,9 @@ broken without touching DHCP or the iPXE binaries.
 With only options 66 and 67 set, DHCP hands every client the same file name, so iPXE,
 once loaded, asks for itself again. Its requests are recognisable: iPXE asks for
 C{blksize} and then C{tsize}, in that order; PXE firmware (EDK2 asks for C{tsize}
-first, PXELINUX too) does not. Such a request for an iPXE binary gets a short script
-instead of the binary, and an iPXE runs any file that starts with C{#!ipxe}. Firmware
+first, PXELINUX too) does not. Such a request for an iPXE binary (by its usual name, or
+by its content when an operator renamed it) gets a short script instead of the binary,
+and an iPXE runs any file that starts with C{#!ipxe}. Firmware
 that is itself iPXE (QEMU's ROMs, many NIC option ROMs) gets the script on its first
 request, which is right: it can run it, and skips a needless reload.
 """
@@ -41,6 +42,38 @@ IPXE_BINARIES = frozenset(
 )
 
 
+# iPXE's PXE prefix (undionly.kpxe, ipxe.pxe, ...) starts with a far jump to 07c0:0005
+# and soon pushes the magic "LRET" it later checks on the PXE stack.
+_PXE_PREFIX_JUMP = b"\xea\x05\x00\xc0\x07"
+_PXE_PREFIX_MAGIC = b"LRET"
+# iPXE's EFI images name themselves in their data; read no further than this for it.
+_EFI_SCAN_BYTES = 8 << 20
+_SCAN_CHUNK = 1 << 20
+
+
+def looks_like_ipxe(reader: IReader) -> bool:
+    """
+    Whether a file is an iPXE binary: a PXE image with iPXE's prefix, or a PE (EFI)
+    image that names iPXE.
+    """
+    head = reader.read(0, 64)
+    if head.startswith(_PXE_PREFIX_JUMP):
+        return _PXE_PREFIX_MAGIC in head[:32]
+    if not head.startswith(b"MZ"):
+        return False
+    offset = 0
+    tail = b""
+    while offset < _EFI_SCAN_BYTES:
+        chunk = reader.read(offset, _SCAN_CHUNK)
+        if not chunk:
+            return False
+        if b"iPXE" in tail + chunk:
+            return True
+        tail = chunk[-3:]
+        offset += len(chunk)
+    return False
+
+
 def is_ipxe(options: tuple[RequestOption, ...]) -> bool:
     """
     Whether a read request has the shape of iPXE's: C{blksize}, then C{tsize}.
@@ -66,14 +99,22 @@ class BootFiles:
     def open(self, name: str, context: RequestContext) -> IReader:
         if name == BOOT_SCRIPT:
             return BytesReader(boot_script(f"{self.base_url(context)}menu.ipxe").encode())
-        if name.rsplit("/", 1)[-1] in IPXE_BINARIES and is_ipxe(context.options):
-            log.info(
-                "TFTP {client}: iPXE asked for {file}; it gets the chain script to the menu",
-                client=context.client,
-                file=name,
-            )
-            return BytesReader(chain_script(f"{self.base_url(context)}boot.ipxe").encode())
-        return self.files.open(name, context)
+        if not is_ipxe(context.options):
+            return self.files.open(name, context)
+        if name.rsplit("/", 1)[-1] not in IPXE_BINARIES:
+            reader = self.files.open(name, context)
+            try:
+                if not looks_like_ipxe(reader):
+                    return reader
+            except OSError:
+                return reader
+            reader.close()
+        log.info(
+            "TFTP {client}: iPXE asked for {file}; it gets the chain script to the menu",
+            client=context.client,
+            file=name,
+        )
+        return BytesReader(chain_script(f"{self.base_url(context)}boot.ipxe").encode())
 
 
 def tftp_base_url(

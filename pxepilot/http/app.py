@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from attrs import define, field
 from klein import Klein
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
 
 from pxepilot._version import __version__
 from pxepilot.answers.files import AnswersUnavailable
@@ -35,7 +38,7 @@ from pxepilot.boot.ipxe import (
 from pxepilot.boot.policy import BootSettings, choose, host_settings, inspect_sidecars
 from pxepilot.config import Config, IPNetwork
 from pxepilot.health import IHealthCheck, overall_status
-from pxepilot.http.files import AssetFiles
+from pxepilot.http.files import AssetFiles, Turns
 from pxepilot.http.forwarded import client_address, public_base
 from pxepilot.logs import logger
 from pxepilot.macs import MacAddress, MacAddressError, describe
@@ -87,6 +90,7 @@ class PxePilotRoutes:
     answers: AnswerService
     config: Config = field(factory=Config)
     health_checks: Sequence[IHealthCheck] = field(factory=tuple)
+    turns: Turns = field(factory=Turns)
 
     @property
     def trusted_proxies(self) -> Sequence[IPNetwork]:
@@ -226,7 +230,7 @@ class PxePilotRoutes:
         """
         The assets directory, as a static file server would serve it.
         """
-        return AssetFiles(self.config.assets_dir)
+        return AssetFiles(self.config.assets_dir, self.turns)
 
     @app.route("/hosts/<string:mac_text>", methods=["GET"])
     async def host(self, request: IRequest, mac_text: str) -> bytes:
@@ -264,6 +268,18 @@ class PxePilotRoutes:
     def not_found(self, request: IRequest, failure: Failure) -> bytes:
         return json_body(request, {"error": "not found"}, 404)
 
+    @app.handle_errors(RequestRedirect)
+    def redirect(self, request: IRequest, failure: Failure) -> bytes:
+        # The router's own redirects (/assets to /assets/, doubled slashes merged),
+        # which the catch-all below would turn into errors. The location is given as a
+        # path: the router builds its absolute URL from the client's Host header.
+        moved = failure.value
+        assert isinstance(moved, RequestRedirect)
+        parts = urlsplit(moved.new_url)
+        location = parts.path + (f"?{parts.query}" if parts.query else "")
+        request.setHeader(b"location", location.encode("utf-8"))
+        return json_body(request, {"location": location}, 308)
+
     @app.handle_errors(MethodNotAllowed)
     def method_not_allowed(self, request: IRequest, failure: Failure) -> bytes:
         allowed = getattr(failure.value, "valid_methods", None) or []
@@ -300,7 +316,7 @@ def _machine(request: IRequest) -> Machine:
             mac = MacAddress.parse(text)
     platform = _query(request, b"platform")
     memory = _query(request, b"memsize")
-    if memory and memory.isdigit() and len(memory) < 9:
+    if memory and re.fullmatch("[0-9]{1,8}", memory):
         memory_mib: int | None = int(memory)
     else:
         memory_mib = smbios_memory_mib(_query(request, b"memdevs", 4096) or "")

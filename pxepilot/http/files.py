@@ -37,12 +37,17 @@ CONTENT_TYPES = {
 }
 DEFAULT_TYPE = "application/octet-stream"
 
-# How much one client may send in one turn of the reactor before the others get theirs.
-TURN_BYTES = 8 << 20
+# How much all bodies together send in one turn of the reactor before other work (the
+# answer endpoint above all) gets its turn: about 3 ms of sendfile on loopback. Each body
+# gets an equal share, never less than MIN_SHARE_BYTES, so one client still moves its
+# file in few large system calls while twenty clients keep the reactor responsive.
+ROUND_BYTES = 8 << 20
+MIN_SHARE_BYTES = 256 << 10
 # For transports without a socket (TLS): the size of each read.
 READ_BYTES = 1 << 20
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)
+_MAX_DIGITS = 1000
 
 
 def _content_type(name: str) -> str:
@@ -67,6 +72,8 @@ def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
     first_text, last_text = found.groups()
     if not first_text and not last_text:
         return None
+    if len(first_text) > _MAX_DIGITS or len(last_text) > _MAX_DIGITS:
+        return None  # int() refuses more than 4300 digits: malformed all the same
     if not first_text:
         suffix = int(last_text)
         if suffix == 0:
@@ -81,16 +88,38 @@ def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
     return first, min(last, size - 1)
 
 
+class Turns:
+    """
+    Shares each turn of the reactor among the bodies being sent: the more are sent at
+    once, the less each sends before it lets the reactor go round.
+    """
+
+    def __init__(self, round_bytes: int = ROUND_BYTES, min_share: int = MIN_SHARE_BYTES) -> None:
+        self._round_bytes = round_bytes
+        self._min_share = min_share
+        self.active = 0
+
+    def share(self) -> int:
+        """
+        How many bytes one body may send before it yields.
+        """
+        return max(self._min_share, self._round_bytes // max(1, self.active))
+
+
 class AssetFiles(Resource):
     """
     The files under C{root}, looked up anew on each request.
+
+    @param turns: Shared by every request of one server, so that all bodies being sent
+        share the reactor fairly.
     """
 
     isLeaf = True
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, turns: Turns | None = None) -> None:
         super().__init__()
         self._root = root
+        self._turns = turns if turns is not None else Turns()
 
     def _open(self, segments: list[bytes]) -> tuple[int, os.stat_result, str] | None:
         names = []
@@ -107,6 +136,9 @@ class AssetFiles(Resource):
         root = os.path.realpath(self._root)
         path = os.path.realpath(os.path.join(root, *names))
         if os.path.commonpath([root, path]) != root:
+            return None
+        # A link may not lead into what is hidden either (the builder's work directories).
+        if any(part.startswith(".") for part in Path(os.path.relpath(path, root)).parts):
             return None
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -138,13 +170,18 @@ class AssetFiles(Resource):
         if _not_modified(request, etag, status.st_mtime):
             os.close(fd)
             request.setResponseCode(http.NOT_MODIFIED)
-            return b""
+            # A 304 may only announce the file's own length (RFC 9110, 8.6); returning
+            # an empty body would make Twisted announce 0.
+            request.setHeader(b"content-length", str(status.st_size).encode())
+            request.write(b"")
+            request.finish()
+            return NOT_DONE_YET
         size = status.st_size
         first, length = 0, size
         range_header = request.getHeader(b"range")
         if_range = request.getHeader(b"if-range")
         if range_header is not None and (
-            if_range is None or if_range.decode() in (etag, modified)
+            if_range is None or if_range.decode("latin-1") in (etag, modified)
         ):
             wanted = parse_range(range_header.decode("latin-1"), size)
             if wanted is False:
@@ -161,7 +198,7 @@ class AssetFiles(Resource):
         if request.method == b"HEAD" or length == 0:
             os.close(fd)
             return b""
-        FileSender(cast(Request, request), fd, first, length).start()
+        FileSender(cast(Request, request), fd, first, length, self._turns).start()
         return NOT_DONE_YET
 
 
@@ -192,9 +229,12 @@ class FileSender:
     it reads and writes, paused and resumed by the transport as any push producer.
     """
 
-    def __init__(self, request: Request, fd: int, offset: int, length: int) -> None:
+    def __init__(
+        self, request: Request, fd: int, offset: int, length: int, turns: Turns | None = None
+    ) -> None:
         self._request = request
         self._fd = fd
+        self._turns = turns if turns is not None else Turns()
         self._offset = offset
         self._remaining = length
         self._paused = False
@@ -205,6 +245,7 @@ class FileSender:
         self._socket_fd = sock.fileno() if sock is not None and _plain_tcp(self._transport) else -1
 
     def start(self) -> None:
+        self._turns.active += 1
         self._request.registerProducer(self, True)
         self._request.notifyFinish().addBoth(lambda _: self._close())
         self._request.write(b"")  # the headers
@@ -246,11 +287,12 @@ class FileSender:
         if self._buffered():
             self._wait_writable()
             return
+        share = self._turns.share()
         sent_this_turn = 0
         while self._remaining > 0:
             try:
                 sent = os.sendfile(
-                    self._socket_fd, self._fd, self._offset, min(self._remaining, TURN_BYTES)
+                    self._socket_fd, self._fd, self._offset, min(self._remaining, share)
                 )
             except BlockingIOError:
                 sent = 0
@@ -268,7 +310,7 @@ class FileSender:
             self._remaining -= sent
             self._account(sent)
             sent_this_turn += sent
-            if sent_this_turn >= TURN_BYTES and self._remaining:
+            if sent_this_turn >= share and self._remaining:
                 # Let the reactor serve others (the answer endpoint above all).
                 self._wait_writable()
                 return
@@ -305,6 +347,7 @@ class FileSender:
     def _close(self) -> None:
         if not self._done:
             self._done = True
+            self._turns.active -= 1
             os.close(self._fd)
 
 

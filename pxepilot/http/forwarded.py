@@ -85,7 +85,7 @@ def public_base(
     host = header.decode("latin-1") if header is not None else None
     peer = getattr(request.getClientAddress(), "host", None)
     if isinstance(peer, str) and _is_trusted(peer, trusted):
-        forwarded_proto = _last(request, b"x-forwarded-proto")
+        forwarded_proto = (_last(request, b"x-forwarded-proto") or "").lower()
         if forwarded_proto in ("http", "https"):
             scheme = forwarded_proto
         host = _last(request, b"x-forwarded-host") or host

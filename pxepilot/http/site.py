@@ -57,6 +57,16 @@ class BoundedRequest(Request):
             return
         super().requestReceived(command, path, version)
 
+    def getRequestHostname(self) -> bytes:
+        """
+        The host the client named, or the address it connected to when the name could
+        not be a host name: the router would otherwise fail every route with it.
+        """
+        name: bytes = super().getRequestHostname()
+        if _plausible_host_name(name):
+            return name
+        return str(getattr(self.getHost(), "host", "localhost")).encode("ascii")
+
     def _reject(self) -> None:
         self._rejected = True
         self.content = BytesIO()
@@ -105,6 +115,19 @@ class PxePilotSite(Site):
             length=getattr(request, "sentLength", 0),
             user_agent=_text(request.getHeader(b"user-agent") or b""),
         )
+
+
+def _plausible_host_name(name: bytes) -> bool:
+    """
+    Whether a host name or address literal can be a real one (ASCII, labels of 1-63
+    characters, 253 at most in all).
+    """
+    if name.startswith(b"[") and name.endswith(b"]"):
+        return all(c in b"0123456789abcdefABCDEF:." for c in name[1:-1])
+    if not name or len(name) > 253 or not name.isascii():
+        return False
+    labels = name.rstrip(b".").split(b".")
+    return all(0 < len(label) <= 63 for label in labels)
 
 
 def _text(value: bytes) -> str:

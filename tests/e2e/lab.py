@@ -46,6 +46,8 @@ def require() -> None:
     for tool in ["ip", "qemu-system-x86_64", "dnsmasq", "busybox"]:
         if shutil.which(tool) is None:
             pytest.skip(f"the PXE lab needs {tool} (.ci/run installs it)")
+    if not _static(Path(shutil.which("busybox") or "/bin/busybox")):
+        pytest.skip("the fake installer needs a static busybox (.ci/run installs busybox-static)")
     for path in [
         "/usr/share/OVMF/OVMF_CODE.fd",
         "/usr/lib/ipxe/qemu/pxe-e1000.rom",
@@ -54,6 +56,23 @@ def require() -> None:
     ]:
         if not Path(path).exists():
             pytest.skip(f"the PXE lab needs {path} (.ci/run installs ovmf, ipxe, ipxe-qemu)")
+
+
+def _static(executable: Path) -> bool:
+    """
+    Whether a 64-bit ELF executable needs no program interpreter (is statically linked).
+    """
+    data = executable.read_bytes()
+    if data[:5] != b"\x7fELF\x02":
+        return False
+    offset = int.from_bytes(data[32:40], "little")
+    size = int.from_bytes(data[54:56], "little")
+    count = int.from_bytes(data[56:58], "little")
+    interpreter = 3
+    return all(
+        int.from_bytes(data[offset + i * size : offset + i * size + 4], "little") != interpreter
+        for i in range(count)
+    )
 
 
 def kernel_tree() -> Path:
