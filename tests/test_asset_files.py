@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -748,14 +749,20 @@ def test_file_truncated_while_sent(
 
 class CountingSite(PxePilotSite):
     """
-    A site that counts its connections.
+    A site that counts its connections and keeps their protocols.
     """
 
     connections = 0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.protocols: list[Any] = []
+
     def buildProtocol(self, addr: Any) -> Any:
         self.connections += 1
-        return super().buildProtocol(addr)
+        protocol = super().buildProtocol(addr)
+        self.protocols.append(protocol)
+        return protocol
 
 
 @pytest.fixture
@@ -855,6 +862,50 @@ async def test_connection_kept_alive_between_downloads(
             response: IResponse = await client.get(url)
             assert await treq.content(response) == expected
         assert site.connections == 1
+    finally:
+        await pool.closeCachedConnections()
+
+
+def cork_state(fd: int) -> int:
+    probe = socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        return probe.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK)
+    finally:
+        probe.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_socket_corked_only_while_the_kernel_sends(
+    served: tuple[CountingSite, str], big: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The socket is corked while the kernel sends (only full segments go out), and
+    uncorked once the body is complete, so that the rest leaves at once and a kept-alive
+    connection's next response is not held back.
+    """
+    from twisted.internet import reactor
+
+    corked_while_sending: list[int] = []
+    real = os.sendfile
+
+    def recording(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        corked_while_sending.append(cork_state(out_fd))
+        return real(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", recording)
+    _, data = big
+    site, base = served
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    client = HTTPClient(Agent(reactor, pool=pool))
+    try:
+        response: IResponse = await client.get(f"{base}/assets/proxmox-ve/9.1-1/proxmox.iso")
+        assert await treq.content(response) == data
+        assert corked_while_sending
+        assert all(corked_while_sending)
+        [protocol] = site.protocols
+        # Twisted wraps the HTTP channel; the transport is the channel's.
+        channel = getattr(protocol, "_channel", protocol)
+        assert cork_state(channel.transport.socket.fileno()) == 0
     finally:
         await pool.closeCachedConnections()
 

@@ -7,10 +7,12 @@ nothing outside the directory, no hidden files), with the body sent by the kerne
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import errno
 import os
 import re
+import socket
 import stat
 from pathlib import Path
 from typing import Any, cast
@@ -227,6 +229,11 @@ class FileSender:
     out, as much as the socket takes; then it waits until the socket is writable again,
     through the transport, which resumes its paused producer when it is. Elsewhere (TLS)
     it reads and writes, paused and resumed by the transport as any push producer.
+
+    While the kernel sends, the socket is corked (C{TCP_CORK}, as nginx's C{tcp_nopush}):
+    only full segments go out, and the last one when the body is complete. Without it,
+    the end of every C{sendfile} call leaves as a short pushed segment, and one client's
+    download runs about a fifth slower on loopback.
     """
 
     def __init__(
@@ -242,10 +249,14 @@ class FileSender:
         channel = getattr(request, "channel", None)
         self._transport: Any = getattr(channel, "transport", None)
         sock = getattr(self._transport, "socket", None)
-        self._socket_fd = sock.fileno() if sock is not None and _plain_tcp(self._transport) else -1
+        self._socket: socket.socket | None = (
+            sock if sock is not None and _plain_tcp(self._transport) else None
+        )
+        self._socket_fd = self._socket.fileno() if self._socket is not None else -1
 
     def start(self) -> None:
         self._turns.active += 1
+        self._cork(True)
         self._request.registerProducer(self, True)
         self._request.notifyFinish().addBoth(lambda _: self._close())
         self._request.write(b"")  # the headers
@@ -344,11 +355,24 @@ class FileSender:
         if self._transport is not None:
             self._transport.loseConnection()
 
+    def _cork(self, corked: bool) -> None:
+        if self._socket is None or _TCP_CORK is None:
+            return
+        # The connection may be gone already; corking is only an optimisation.
+        with contextlib.suppress(OSError):
+            self._socket.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, int(corked))
+
     def _close(self) -> None:
         if not self._done:
             self._done = True
             self._turns.active -= 1
+            # Uncorking sends what is left at once, and leaves a kept-alive connection's
+            # next response as it found it.
+            self._cork(False)
             os.close(self._fd)
+
+
+_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
 
 
 def _plain_tcp(transport: Any) -> bool:
