@@ -18,7 +18,8 @@ from typing import Any
 
 from attrs import define, field
 from twisted.application.service import IService, MultiService
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
@@ -27,14 +28,21 @@ from pxepilot.answers.service import AnswerService
 from pxepilot.boot.tftp import BootFiles, tftp_base_url
 from pxepilot.config import Config
 from pxepilot.health import AnswersHealth, AssetsHealth, Disabled, IHealthCheck
+from pxepilot.hosts.ledger import HostLedger, WorkerThread, run_here
+from pxepilot.hosts.neighbours import arp_table_lookup
+from pxepilot.hosts.store import SQLiteHostStore
+from pxepilot.hosts.watchers import tftp_watcher
 from pxepilot.http.app import PxePilotRoutes
 from pxepilot.http.listener import HTTPListener
 from pxepilot.http.site import PxePilotSite
+from pxepilot.metrics import Metrics
 from pxepilot.tftp.files import TFTPRoot
 from pxepilot.tftp.negotiation import Limits
 from pxepilot.tftp.server import TFTPServer, reactor_port_opener
 from pxepilot.tftp.service import TFTPHealth, TFTPService
 from pxepilot.tftp.transfer import RetransmitPolicy
+
+STATE_DATABASE = "pxe-pilot.sqlite3"
 
 
 def _global_reactor() -> Any:
@@ -52,9 +60,14 @@ class PxePilot:
     @ivar reactor: The reactor it runs on; the global one when not given.
     @ivar resource: The HTTP resource tree; mount it at the root of a site or under any
         prefix of another one.
-    @ivar service: The services that run beside HTTP (the TFTP server, named C{tftp},
-        when boot is enabled); start it with, or attach it to, the application's
-        service tree.
+    @ivar service: The services that run beside HTTP (the host ledger, named
+        C{hosts}, and the TFTP server, named C{tftp}, when boot is enabled); start it
+        with, or attach it to, the application's service tree. Stopping it waits until
+        every host event is saved.
+    @ivar ledger: Every host's state and timeline.
+    @ivar metrics: What C{/metrics} shows.
+
+    @raise pxepilot.hosts.store.StoreError: when the state database cannot be opened.
     """
 
     config: Config
@@ -65,26 +78,52 @@ class PxePilot:
     answers: AnswerService = field(init=False)
     resource: IResource = field(init=False)
     service: MultiService = field(init=False)
+    ledger: HostLedger = field(init=False)
+    metrics: Metrics = field(init=False)
 
     def __attrs_post_init__(self) -> None:
         clock: IReactorTime = self.reactor
-        self.answers = AnswerService(DirectoryAnswerFiles(self.config.answers_dir), clock)
+        config = self.config
+        self.answers = AnswerService(DirectoryAnswerFiles(config.answers_dir), clock)
+        self.metrics = Metrics()
+        self.ledger = HostLedger(
+            SQLiteHostStore(config.state_dir / STATE_DATABASE),
+            clock,
+            run_blocking=self._blocking_runner(),
+            install_timeout=config.install_timeout,
+            neighbours=arp_table_lookup(),
+        )
+        self.metrics.watch_ledger(self.ledger)
         checks: list[IHealthCheck] = [
             AnswersHealth(self.answers),
-            AssetsHealth(self.config.assets_dir),
+            AssetsHealth(config.assets_dir),
         ]
         self.service = MultiService()
         self.service.setName("pxe-pilot")
-        if self.config.boot_enabled:
+        self.ledger.setName("hosts")
+        self.ledger.setServiceParent(self.service)
+        if config.boot_enabled:
             tftp = self._tftp_service()
             tftp.setServiceParent(self.service)
-            checks.append(TFTPHealth(tftp, self.config.tftp_root))
+            checks.append(TFTPHealth(tftp, config.tftp_root))
         else:
             checks.append(Disabled("tftp"))
         routes = PxePilotRoutes(
-            answers=self.answers, config=self.config, health_checks=tuple(checks)
+            answers=self.answers,
+            config=config,
+            health_checks=tuple(checks),
+            ledger=self.ledger,
+            metrics=self.metrics,
         )
-        self.resource = routes.app.resource()
+        self.metrics.watch_downloads(lambda: routes.turns.active)
+        self.resource = self.metrics.count_requests(routes.app.resource())
+
+    def _blocking_runner(self) -> Callable[[Callable[[], Any]], Deferred[Any]]:
+        # Saving a host event waits for the disk: a worker thread of the reactor does it.
+        # A reactor without threads (a test's Clock) has it done in place.
+        if IReactorThreads.providedBy(self.reactor):
+            return WorkerThread(self.reactor, "pxe-pilot-state")
+        return run_here
 
     def _tftp_service(self) -> TFTPService:
         config = self.config
@@ -103,7 +142,9 @@ class PxePilot:
             policy=RetransmitPolicy(max_duration=config.tftp_max_transfer_time),
             max_transfers=config.tftp_max_transfers,
             max_per_client=config.tftp_max_per_client,
+            on_finished=tftp_watcher(self.ledger),
         )
+        self.metrics.watch_tftp(lambda: server)
         service = TFTPService(self.reactor, server, config.tftp_port, config.interface or "")
         service.setName("tftp")
         return service

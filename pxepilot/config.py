@@ -70,6 +70,14 @@ class Config:
         a product or a version directory.
     @ivar menu_timeout: Seconds before the menu takes its default; 0 waits.
     @ivar kernel_args: Appended to every installer's kernel command line.
+    @ivar state_dir: Holds the host database; created when missing.
+    @ivar install_once: Whether an installed host boots from its disk and is refused
+        answers until it is re-armed.
+    @ivar install_timeout: Seconds after its answer before an installation that has not
+        reported success is marked failed.
+    @ivar admin_token: When set, the host list, status page, metrics and re-arming need
+        it as a bearer token.
+    @ivar answer_token: When set, C{POST /answer} needs it as a bearer token.
     """
 
     answers_dir: Path = field(default=Path("answers"), converter=Path)
@@ -91,6 +99,12 @@ class Config:
     menu_default: str = "auto"
     menu_timeout: int = 10
     kernel_args: str = ""
+    state_dir: Path = field(default=Path("state"), converter=Path)
+    install_once: bool = True
+    install_timeout: float = 3600.0
+    # Secrets: never in a repr, so never in a log line.
+    admin_token: str | None = field(default=None, repr=False)
+    answer_token: str | None = field(default=None, repr=False)
 
     def http_endpoint(self) -> str:
         """
@@ -112,6 +126,21 @@ def parse_directory(text: str) -> Path:
         raise ValueError("empty directory name")
     # Absolute now: a daemonised twistd changes its working directory.
     return Path(text).expanduser().absolute()
+
+
+MIN_TOKEN_LENGTH = 16
+
+
+def parse_token(text: str) -> str | None:
+    # The messages never repeat the value: it is a secret.
+    token = text.strip()
+    if not token:
+        return None
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"a token needs at least {MIN_TOKEN_LENGTH} characters")
+    if len(token) > 1024 or not all("!" <= c <= "~" for c in token):
+        raise ValueError("a token is at most 1024 printable ASCII characters, no spaces")
+    return token
 
 
 def parse_port(text: str) -> int:
@@ -398,6 +427,51 @@ SETTINGS: tuple[Setting, ...] = (
         _bounded(1, 7 * 86400),
         metavar="SECONDS",
     ),
+    Setting(
+        "state_dir",
+        "state",
+        "PXE_PILOT_STATE_DIR",
+        "./state",
+        "directory of the host database (created when missing)",
+        parse_directory,
+        metavar="DIR",
+    ),
+    Setting(
+        "install_once",
+        "install-once",
+        "PXE_PILOT_INSTALL_ONCE",
+        "true",
+        "boot installed hosts from their disk and refuse them answers until re-armed",
+        parse_bool,
+        flag=True,
+    ),
+    Setting(
+        "install_timeout",
+        "install-timeout",
+        "PXE_PILOT_INSTALL_TIMEOUT",
+        "3600",
+        "seconds after the answer before an installation without a report has failed",
+        _bounded(60, 7 * 86400),
+        metavar="SECONDS",
+    ),
+    Setting(
+        "admin_token",
+        "admin-token",
+        "PXE_PILOT_ADMIN_TOKEN",
+        "",
+        "bearer token for /hosts, /, /metrics and re-arming (default: open)",
+        parse_token,
+        metavar="TOKEN",
+    ),
+    Setting(
+        "answer_token",
+        "answer-token",
+        "PXE_PILOT_ANSWER_TOKEN",
+        "",
+        "bearer token POST /answer requires, as set with pxe-pilot-builder --answer-token",
+        parse_token,
+        metavar="TOKEN",
+    ),
 )
 
 
@@ -438,6 +512,8 @@ def load_config(options: Mapping[str, object], environ: Mapping[str, str]) -> Co
     directories = [("answers", config.answers_dir), ("assets", config.assets_dir)]
     if config.boot_enabled:
         directories.append(("tftp-root", config.tftp_root))
+    if config.state_dir.exists() and not config.state_dir.is_dir():
+        raise ConfigError(f"{sources['state']}: {config.state_dir} is not a directory")
     for option, path in directories:
         if not path.is_dir():
             problem = "is not a directory" if path.exists() else "does not exist"

@@ -14,6 +14,7 @@ from twisted.python import usage
 from pxepilot._version import __version__
 from pxepilot.application import make_service
 from pxepilot.config import SETTINGS, Config, ConfigError, Setting, load_config
+from pxepilot.hosts.store import StoreError
 from pxepilot.logs import set_log_level
 
 
@@ -87,4 +88,7 @@ def makeService(options: Any) -> IService:
     """
     config: Config = options.config
     set_log_level(config.log_level)
-    return make_service(config)
+    try:
+        return make_service(config)
+    except StoreError as e:
+        raise SystemExit(f"pxe-pilot: error: --state: {e}") from None

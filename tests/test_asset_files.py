@@ -142,7 +142,11 @@ def resource(assets: Path) -> IResource:
     """
     pxe-pilot's whole resource tree: the assets are under C{/assets/}.
     """
-    config = Config(answers_dir=assets.parent / "answers", assets_dir=assets)
+    config = Config(
+        answers_dir=assets.parent / "answers",
+        assets_dir=assets,
+        state_dir=assets.parent / "state",
+    )
     return PxePilot(config, clock_at_now()).resource
 
 

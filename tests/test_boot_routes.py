@@ -101,7 +101,9 @@ def assets(tmp_path: Path) -> Path:
 
 
 def pilot(answers: AnswersDir, assets: Path, **config: Any) -> PxePilot:
-    return PxePilot(Config(answers_dir=answers.root, assets_dir=assets, **config), clock_at_now())
+    state = config.pop("state_dir", assets.parent / "state")
+    config = Config(answers_dir=answers.root, assets_dir=assets, state_dir=state, **config)
+    return PxePilot(config, clock_at_now())
 
 
 def client(answers: AnswersDir, assets: Path, **config: Any) -> Client:

@@ -427,6 +427,7 @@ async def test_boot_chain_over_sockets(
         boot_enabled=True,
         tftp_port=0,
         tftp_root=root,
+        state_dir=tmp_path / "state",
     )
     top = cast(MultiService, make_service(config))
     top.startService()

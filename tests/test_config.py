@@ -41,6 +41,11 @@ def test_defaults(dirs: Path) -> None:
         tftp_root=Path("/usr/lib/ipxe"),
         log_level=LogLevel.info,
         trusted_proxies=(),
+        state_dir=dirs / "state",
+        install_once=True,
+        install_timeout=3600,
+        admin_token=None,
+        answer_token=None,
     )
     assert config.answers_dir.is_absolute()
 
@@ -71,6 +76,11 @@ def test_environment_sets_every_setting(dirs: Path) -> None:
         "PXE_PILOT_MENU_DEFAULT": "proxmox-ve",
         "PXE_PILOT_MENU_TIMEOUT": "0",
         "PXE_PILOT_KERNEL_ARGS": "console=ttyS0,115200  nomodeset",
+        "PXE_PILOT_STATE_DIR": str(other / "state"),
+        "PXE_PILOT_INSTALL_ONCE": "no",
+        "PXE_PILOT_INSTALL_TIMEOUT": "7200",
+        "PXE_PILOT_ADMIN_TOKEN": "admin-token-0123456789",
+        "PXE_PILOT_ANSWER_TOKEN": "answer-token-0123456789",
     }
     assert set(environ) == {s.env for s in SETTINGS}
     config = load_config({}, environ)
@@ -97,7 +107,37 @@ def test_environment_sets_every_setting(dirs: Path) -> None:
         menu_default="proxmox-ve",
         menu_timeout=0,
         kernel_args="console=ttyS0,115200 nomodeset",
+        state_dir=other / "state",
+        install_once=False,
+        install_timeout=7200,
+        admin_token="admin-token-0123456789",
+        answer_token="answer-token-0123456789",
     )
+
+
+def test_tokens_are_checked_and_never_shown(dirs: Path) -> None:
+    """
+    A token too short or with spaces stops start-up without repeating it, and a valid
+    one never shows in the configuration's repr (so never in a log line).
+    """
+    for bad in ("short-secret", "a token with spaces in it", "x" * 1025):
+        with pytest.raises(ConfigError) as raised:
+            load_config({"admin-token": bad}, {})
+        assert bad not in str(raised.value)
+        assert "--admin-token" in str(raised.value)
+    config = load_config({}, {"PXE_PILOT_ANSWER_TOKEN": "  sekrit-0123456789abcdef  "})
+    assert config.answer_token == "sekrit-0123456789abcdef"
+    assert "sekrit" not in repr(config)
+
+
+def test_state_directory_must_be_a_directory(dirs: Path) -> None:
+    """
+    A state path that is a file is refused by name; a missing one is fine (created).
+    """
+    (dirs / "file").write_text("")
+    with pytest.raises(ConfigError, match="--state: .*file is not a directory"):
+        load_config({"state": str(dirs / "file")}, {})
+    assert load_config({"state": str(dirs / "new")}, {}).state_dir == dirs / "new"
 
 
 def test_option_wins_over_environment(dirs: Path) -> None:

@@ -46,7 +46,9 @@ def host_application(pilot: PxePilot) -> Resource:
 def config(answers_dir: AnswersDir, tmp_path: Path) -> Config:
     answers_dir.host("b0-7b-25-c1-0a-10.toml")
     (tmp_path / "assets").mkdir()
-    return Config(answers_dir=answers_dir.root, assets_dir=tmp_path / "assets")
+    return Config(
+        answers_dir=answers_dir.root, assets_dir=tmp_path / "assets", state_dir=tmp_path / "state"
+    )
 
 
 def test_mounted_under_a_prefix_in_memory(config: Config) -> None:

@@ -36,7 +36,13 @@ class Client:
 
     def __init__(self, answers: AnswersDir, assets: Path, **config: Any) -> None:
         self.pilot = PxePilot(
-            Config(answers_dir=answers.root, assets_dir=assets, **config), clock_at_now()
+            Config(
+                answers_dir=answers.root,
+                assets_dir=assets,
+                state_dir=config.pop("state_dir", assets.parent / "state"),
+                **config,
+            ),
+            clock_at_now(),
         )
         # StubTreq's methods are made at run time; mypy cannot see them.
         self.treq: Any = StubTreq(self.pilot.resource)
@@ -250,6 +256,15 @@ def test_hosts_tells_the_truth_after_changes(client: Client, answers_dir: Answer
         "hosts": [],
         "unrecognised_files": [],
         "boot_settings": [],
+        "known_hosts": [],
+        "states": {
+            "new": 0,
+            "booting": 0,
+            "installing": 0,
+            "installed": 0,
+            "local-boot": 0,
+            "failed": 0,
+        },
     }
     answers_dir.write("default.toml")
     answers_dir.host("AABBCCDDEEFF.toml", b"[oops\n")

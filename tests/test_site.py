@@ -23,7 +23,9 @@ PEER = IPv4Address("TCP", "192.0.2.50", 40000)
 def resource(answers_dir: AnswersDir, tmp_path: Path) -> IResource:
     answers_dir.write("default.toml")
     (tmp_path / "assets").mkdir()
-    config = Config(answers_dir=answers_dir.root, assets_dir=tmp_path / "assets")
+    config = Config(
+        answers_dir=answers_dir.root, assets_dir=tmp_path / "assets", state_dir=tmp_path / "state"
+    )
     return PxePilot(config, clock_at_now()).resource
 
 

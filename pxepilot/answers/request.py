@@ -63,15 +63,14 @@ class InstallerRequest:
         return self.release
 
 
-def parse_installer_request(body: bytes) -> InstallerRequest:
+def json_object(body: bytes, limit: int = MAX_REQUEST_BYTES) -> dict[str, Any]:
     """
-    Read the installer's system information.
+    A request body that must be a JSON object in UTF-8, whatever its headers say.
 
-    @raise BadInstallerRequest: for a body that is not UTF-8 JSON, not an object, without
-        a list of C{network_interfaces}, or with an interface without a valid MAC.
+    @raise BadInstallerRequest: saying what the body is instead.
     """
-    if len(body) > MAX_REQUEST_BYTES:
-        raise BadInstallerRequest(f"request body is larger than {MAX_REQUEST_BYTES} bytes")
+    if len(body) > limit:
+        raise BadInstallerRequest(f"request body is larger than {limit} bytes")
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -84,15 +83,24 @@ def parse_installer_request(body: bytes) -> InstallerRequest:
         # Integers beyond Python's digit limit, or nesting beyond the recursion limit.
         raise BadInstallerRequest("request body is not acceptable JSON") from None
     if not isinstance(document, dict):
-        raise BadInstallerRequest(
-            f"request body must be a JSON object, not {_json_type(document)}"
-        )
+        raise BadInstallerRequest(f"request body must be a JSON object, not {json_type(document)}")
+    return document
+
+
+def parse_installer_request(body: bytes) -> InstallerRequest:
+    """
+    Read the installer's system information.
+
+    @raise BadInstallerRequest: for a body that is not UTF-8 JSON, not an object, without
+        a list of C{network_interfaces}, or with an interface without a valid MAC.
+    """
+    document = json_object(body)
     if "network_interfaces" not in document:
         raise BadInstallerRequest("request body has no network_interfaces")
     interfaces = document["network_interfaces"]
     if not isinstance(interfaces, list):
         raise BadInstallerRequest(
-            f"network_interfaces must be a list, not {_json_type(interfaces)}"
+            f"network_interfaces must be a list, not {json_type(interfaces)}"
         )
 
     macs: list[MacAddress] = []
@@ -100,7 +108,7 @@ def parse_installer_request(body: bytes) -> InstallerRequest:
     for index, interface in enumerate(interfaces):
         where = f"network_interfaces[{index}]"
         if not isinstance(interface, dict):
-            raise BadInstallerRequest(f"{where} must be an object, not {_json_type(interface)}")
+            raise BadInstallerRequest(f"{where} must be an object, not {json_type(interface)}")
         mac_text = interface.get("mac")
         if not isinstance(mac_text, str):
             problem = "has no mac" if mac_text is None else "mac must be a string"
@@ -120,28 +128,28 @@ def parse_installer_request(body: bytes) -> InstallerRequest:
     if not macs:
         raise BadInstallerRequest("network_interfaces lists no MAC address")
 
-    product = _table(document, "product")
-    iso = _table(document, "iso")
-    system = _table(_table(document, "dmi"), "system")
+    product = table_field(document, "product")
+    iso = table_field(document, "iso")
+    system = table_field(table_field(document, "dmi"), "system")
     return InstallerRequest(
         macs=tuple(macs),
         skipped=tuple(skipped),
-        product=_text(product, "product"),
-        product_name=_text(product, "fullname"),
-        release=_text(iso, "release"),
-        iso_release=_text(iso, "isorelease"),
-        schema_version=_text(_table(document, "$schema"), "version"),
-        serial=_text(system, "serial"),
-        uuid=_text(system, "uuid"),
+        product=text_field(product, "product"),
+        product_name=text_field(product, "fullname"),
+        release=text_field(iso, "release"),
+        iso_release=text_field(iso, "isorelease"),
+        schema_version=text_field(table_field(document, "$schema"), "version"),
+        serial=text_field(system, "serial"),
+        uuid=text_field(system, "uuid"),
     )
 
 
-def _table(document: dict[str, Any], key: str) -> dict[str, Any]:
+def table_field(document: dict[str, Any], key: str) -> dict[str, Any]:
     value = document.get(key)
     return value if isinstance(value, dict) else {}
 
 
-def _text(table: dict[str, Any], key: str) -> str | None:
+def text_field(table: dict[str, Any], key: str) -> str | None:
     """
     A descriptive string field, kept short and printable; anything else is absent.
     """
@@ -151,7 +159,7 @@ def _text(table: dict[str, Any], key: str) -> str | None:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value.strip()[:128])
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
     names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
     if value is None:
         return "null"

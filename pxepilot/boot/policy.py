@@ -94,16 +94,21 @@ def choose(
     host: BootSettings | None,
     default: BootSettings,
     timeout: int,
+    installed: str | None = None,
 ) -> Choice:
     """
     The default entry: the host's sidecar, else the global setting; C{auto} installs the
     newest Proxmox VE (or the only product present) when the machine would get an
-    answer, and boots from the local disk when it would not.
+    answer, and boots from the local disk when it would not. A host already installed
+    (C{installed} says since when) boots from its disk whatever its settings say, until
+    it is re-armed: a network-first boot order must not reinstall it on every reboot.
     """
     wait = timeout
     for settings in (default, host):
         if settings is not None and settings.timeout is not None:
             wait = settings.timeout
+    if installed is not None:
+        return Choice(LOCAL, wait, f"{installed}: local disk until re-armed")
     if host is not None and host.default is not None:
         wanted, source = host.default, "the host's boot settings"
     else:

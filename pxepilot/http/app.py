@@ -7,14 +7,16 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from attrs import define, field
 from klein import Klein
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
@@ -29,6 +31,7 @@ from pxepilot.answers.request import (
 from pxepilot.answers.service import AnswerService, Invalid, NoAnswer, Served, choose_source
 from pxepilot.boot.catalogue import scan
 from pxepilot.boot.ipxe import (
+    LOCAL,
     MIN_MEMORY_MIB,
     Machine,
     boot_script,
@@ -38,10 +41,18 @@ from pxepilot.boot.ipxe import (
 from pxepilot.boot.policy import BootSettings, choose, host_settings, inspect_sidecars
 from pxepilot.config import Config, IPNetwork
 from pxepilot.health import IHealthCheck, overall_status
-from pxepilot.http.files import AssetFiles, Turns
+from pxepilot.hosts.ledger import HostLedger
+from pxepilot.hosts.model import EventKind, Host
+from pxepilot.hosts.page import status_page
+from pxepilot.hosts.watchers import download_watcher
+from pxepilot.hosts.webhook import MAX_WEBHOOK_BYTES, BadWebhook, parse_webhook
+from pxepilot.http.auth import token_matches
+from pxepilot.http.files import AssetFiles, DownloadWatcher, Turns
 from pxepilot.http.forwarded import client_address, public_base
 from pxepilot.logs import logger
 from pxepilot.macs import MacAddress, MacAddressError, describe
+from pxepilot.metrics import CONTENT_TYPE as METRICS_TYPE
+from pxepilot.metrics import Metrics
 
 log = logger(__name__)
 
@@ -52,6 +63,8 @@ SOURCE_HEADER = b"X-PXE-Pilot-Source"
 
 # Twisted knows no reason phrase for these.
 _REASONS = {422: b"Unprocessable Content", 413: b"Content Too Large"}
+
+REARM_HINT = "to install it again: pxe-pilot reinstall {mac} (or POST /hosts/{mac}/reinstall)"
 
 
 def json_body(request: IRequest, data: Any, code: int = 200) -> bytes:
@@ -82,6 +95,9 @@ class PxePilotRoutes:
 
     @ivar answers: Finds answer files.
     @ivar health_checks: The components C{/health} reports on.
+    @ivar turns: Shares the reactor among the asset downloads.
+    @ivar ledger: Every host's state; L{None} to keep none (no install-once either).
+    @ivar metrics: What C{/metrics} shows.
     @ivar trusted_proxies: Peers whose C{X-Forwarded-For} is believed.
     """
 
@@ -91,6 +107,51 @@ class PxePilotRoutes:
     config: Config = field(factory=Config)
     health_checks: Sequence[IHealthCheck] = field(factory=tuple)
     turns: Turns = field(factory=Turns)
+    ledger: HostLedger | None = None
+    metrics: Metrics = field(factory=Metrics)
+    _downloads: DownloadWatcher = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        clock = self.answers.clock
+        self._downloads = download_watcher(
+            self.ledger,
+            self.metrics,
+            clock,
+            lambda request: client_address(request, self.trusted_proxies),
+        )
+
+    def _note(self, mac: MacAddress | None, kind: EventKind, summary: str, **detail: Any) -> None:
+        if self.ledger is not None and mac is not None:
+            self.ledger.note(mac, kind, summary, **detail)
+
+    async def _record(
+        self, mac: MacAddress, kind: EventKind, summary: str, **detail: Any
+    ) -> Host | None:
+        """
+        Record an event and wait until it is saved; L{None} when it could not be (the
+        failure is logged).
+        """
+        if self.ledger is None:
+            return None
+        try:
+            return await self.ledger.record(mac, kind, summary, **detail)
+        except Exception:
+            log.failure("host {mac}: the event could not be saved", mac=str(mac))
+            return None
+
+    def _refuse_admin(self, request: IRequest) -> bytes | None:
+        """
+        A 401 answer when an admin token is set and C{request} does not present it.
+        """
+        token = self.config.admin_token
+        if token is None or token_matches(request, token):
+            return None
+        # Basic as well as Bearer, so that a browser asks its user for the token.
+        request.setHeader(b"www-authenticate", b'Bearer realm="pxe-pilot"')
+        cast(Request, request).responseHeaders.addRawHeader(
+            b"www-authenticate", b'Basic realm="pxe-pilot", charset="UTF-8"'
+        )
+        return json_body(request, {"error": "this needs pxe-pilot's admin token"}, 401)
 
     @property
     def trusted_proxies(self) -> Sequence[IPNetwork]:
@@ -102,6 +163,22 @@ class PxePilotRoutes:
         The Proxmox installer's answer request: system information in, TOML out.
         """
         client = client_address(request, self.trusted_proxies)
+        token = self.config.answer_token
+        if token is not None and not token_matches(request, token):
+            log.warn(
+                "answer request from {client} refused (401): no valid answer token",
+                client=client,
+                outcome="unauthorized",
+            )
+            self.metrics.answers.labels("unauthorized").inc()
+            return json_body(
+                request,
+                {
+                    "error": "this pxe-pilot requires its answer token: build the ISO with "
+                    "pxe-pilot-builder --answer-token (installers 9.2 and later send it)"
+                },
+                401,
+            )
         assert request.content is not None
         body = request.content.read(MAX_REQUEST_BYTES + 1)
         try:
@@ -115,23 +192,63 @@ class PxePilotRoutes:
                 reason=str(e),
                 outcome="bad-request",
             )
+            self.metrics.answers.labels("bad-request").inc()
             return json_body(request, {"error": str(e)}, code)
 
         fields = _describe_installer(client, installer)
+        identity = {
+            "serial": installer.serial,
+            "uuid": installer.uuid,
+            "product": installer.product,
+            "client": client,
+        }
+        installed = self._installed(installer.macs)
+        if installed is not None:
+            when = _utc(installed.installed_at)
+            reason = f"{installed.mac} was installed on {when}; " + REARM_HINT.format(
+                mac=installed.mac
+            )
+            log.warn(
+                "{request_summary}: 409, {reason}", reason=reason, outcome="installed", **fields
+            )
+            self.metrics.answers.labels("installed").inc()
+            await self._record(
+                installed.mac,
+                EventKind.ANSWER_REFUSED,
+                "answer refused: already installed",
+                code=409,
+                reason=reason,
+                **identity,
+            )
+            return json_body(request, {"error": reason}, 409)
+
         try:
             resolution = await self.answers.resolve(installer.macs)
         except AnswersUnavailable as e:
             log.error(
                 "{request_summary}: 503, {reason}", reason=str(e), outcome="unavailable", **fields
             )
+            self.metrics.answers.labels("unavailable").inc()
             return json_body(request, {"error": f"pxe-pilot cannot read its answers: {e}"}, 503)
 
+        fallback = installer.macs[0]
+        if isinstance(resolution, Served) and resolution.mac is not None:
+            fallback = resolution.mac
+        mac = self.ledger.identify(installer.macs, fallback) if self.ledger else fallback
         if isinstance(resolution, Served):
             log.info(
                 "{request_summary}: served {source}",
                 source=resolution.source,
                 outcome="served",
                 **fields,
+            )
+            self.metrics.answers.labels("served").inc()
+            await self._record(
+                mac,
+                EventKind.ANSWER_SERVED,
+                f"answer {resolution.source} served",
+                file=resolution.source,
+                **identity,
             )
             return toml_body(request, resolution)
         if isinstance(resolution, Invalid):
@@ -143,23 +260,99 @@ class PxePilotRoutes:
                 outcome="invalid-answer",
                 **fields,
             )
+            self.metrics.answers.labels("invalid").inc()
+            await self._record(
+                mac,
+                EventKind.ANSWER_REFUSED,
+                f"answer {resolution.source} is invalid",
+                code=422,
+                reason=reason,
+                file=resolution.source,
+                **identity,
+            )
             return json_body(request, _invalid_json(resolution), 422)
         assert isinstance(resolution, NoAnswer)
         reason = "no host file for these MAC addresses and no default.toml"
         log.warn("{request_summary}: 404, {reason}", reason=reason, outcome="no-answer", **fields)
+        self.metrics.answers.labels("no-answer").inc()
+        await self._record(
+            mac, EventKind.ANSWER_REFUSED, "no answer file", code=404, reason=reason, **identity
+        )
         return json_body(request, {"error": f"no answer for {fields['mac_text']}: {reason}"}, 404)
+
+    def _installed(self, macs: Sequence[MacAddress]) -> Host | None:
+        """
+        The installed host among C{macs} when install-once holds it back.
+        """
+        if self.ledger is None or not self.config.install_once:
+            return None
+        for mac in macs:
+            host = self.ledger.host(mac)
+            if host is not None and host.installed:
+                return host
+        return None
+
+    @app.route("/webhook", methods=["POST"])
+    async def webhook(self, request: IRequest) -> bytes:
+        """
+        The installer's post-installation report: the host is installed.
+        """
+        client = client_address(request, self.trusted_proxies)
+        assert request.content is not None
+        body = request.content.read(MAX_WEBHOOK_BYTES + 1)
+        try:
+            report = parse_webhook(body)
+        except BadWebhook as e:
+            code = 413 if len(body) > MAX_WEBHOOK_BYTES else 400
+            log.warn(
+                "installation report from {client} refused ({code}): {reason}",
+                client=client,
+                code=code,
+                reason=str(e),
+            )
+            return json_body(request, {"error": str(e)}, code)
+        if self.ledger is None:
+            return json_body(request, {"error": "this pxe-pilot keeps no host states"}, 404)
+        mac = self.ledger.identify(report.macs, report.macs[0])
+        installation = report.installation
+        what = " ".join(filter(None, [installation.product, installation.version])) or "Proxmox"
+        where = installation.fqdn or "unknown FQDN"
+        try:
+            host = await self.ledger.record(
+                mac,
+                EventKind.INSTALLED,
+                f"installed {what} as {where}",
+                installation=installation.as_json(),
+                serial=report.serial,
+                uuid=report.uuid,
+                product=installation.product,
+                client=client,
+            )
+        except Exception:
+            log.failure("host {mac}: the installation report could not be saved", mac=str(mac))
+            return json_body(
+                request, {"error": "pxe-pilot could not save the report; see its log"}, 500
+            )
+        return json_body(request, {"mac": str(mac), "state": host.state.value})
 
     @app.route("/hosts", methods=["GET"])
     def hosts(self, request: IRequest) -> bytes:
         """
-        Every answer file and boot settings file, whether it is valid, and which MAC it
-        serves.
+        Every known host with its state, every answer file and boot settings file,
+        whether it is valid, and which MAC it serves.
         """
+        refused = self._refuse_admin(request)
+        if refused is not None:
+            return refused
         try:
             report = self.answers.inspect()
             report["boot_settings"] = inspect_sidecars(self.answers.files, self.answers.listing())
         except AnswersUnavailable as e:
             return json_body(request, {"error": str(e)}, 503)
+        if self.ledger is not None:
+            known = sorted(self.ledger.hosts.values(), key=lambda host: str(host.mac))
+            report["known_hosts"] = [host.as_json() for host in known]
+            report["states"] = dict(self.ledger.summary())
         return json_body(request, report)
 
     @app.route("/boot.ipxe", methods=["GET"])
@@ -168,6 +361,15 @@ class PxePilotRoutes:
         The boot script: it fetches the menu, saying which machine asks.
         """
         base = public_base(request, self.config.public_url, self.trusted_proxies)
+        if self.ledger is not None:
+            client = client_address(request, self.trusted_proxies)
+            self._note(
+                self.ledger.mac_at(client),
+                EventKind.SCRIPT,
+                "boot.ipxe fetched",
+                script="boot.ipxe",
+                client=client,
+            )
         return script_body(request, boot_script(f"{base}menu.ipxe"))
 
     @app.route("/menu.ipxe", methods=["GET"])
@@ -192,16 +394,35 @@ class PxePilotRoutes:
         elif listing is not None:
             has_answer = listing.default_present
         settings = self.config
+        known = self.ledger.host(machine.mac) if self.ledger and machine.mac else None
+        installed = None
+        if settings.install_once and known is not None and known.installed_at is not None:
+            installed = f"installed on {_utc(known.installed_at)}"
         choice = choose(
             catalogue.assets,
             has_answer,
             host,
             BootSettings(settings.menu_default),
             settings.menu_timeout,
+            installed=installed,
         )
         asset_url = settings.asset_url or f"{base}assets/"
         menu_url = f"{base}menu.ipxe?{_echo_query(request)}"
         client = client_address(request, self.trusted_proxies)
+        if self.ledger is not None and machine.mac is not None:
+            self.ledger.saw_address(client, machine.mac)
+            local = choice.default == LOCAL
+            self._note(
+                machine.mac,
+                EventKind.LOCAL_BOOT if local else EventKind.SCRIPT,
+                f"menu: {choice.reason}" if local else f"menu: {choice.default} ({choice.reason})",
+                script="menu.ipxe",
+                default=choice.default,
+                reason=choice.reason,
+                platform=machine.platform,
+                memory_mib=machine.memory_mib,
+                client=client,
+            )
         log.info(
             "menu for {mac} at {client} ({platform}, {memory} MiB): {reason}",
             mac=str(machine.mac) if machine.mac else "unknown MAC",
@@ -230,13 +451,16 @@ class PxePilotRoutes:
         """
         The assets directory, as a static file server would serve it.
         """
-        return AssetFiles(self.config.assets_dir, self.turns)
+        return AssetFiles(self.config.assets_dir, self.turns, self._downloads)
 
     @app.route("/hosts/<string:mac_text>", methods=["GET"])
     async def host(self, request: IRequest, mac_text: str) -> bytes:
         """
         The answer file a machine with this MAC address would receive.
         """
+        refused = self._refuse_admin(request)
+        if refused is not None:
+            return refused
         try:
             mac = MacAddress.parse(mac_text)
         except MacAddressError:
@@ -250,6 +474,85 @@ class PxePilotRoutes:
         if isinstance(resolution, Invalid):
             return json_body(request, _invalid_json(resolution), 422)
         return json_body(request, {"error": f"no host file for {mac} and no default.toml"}, 404)
+
+    @app.route("/hosts/<string:mac_text>/status", methods=["GET"])
+    async def host_status(self, request: IRequest, mac_text: str) -> bytes:
+        """
+        A host's state and timeline, newest event last.
+        """
+        refused = self._refuse_admin(request)
+        if refused is not None:
+            return refused
+        known = self._known_host(request, mac_text)
+        if isinstance(known, bytes):
+            return known
+        assert self.ledger is not None
+        limit = _query(request, b"limit")
+        count = int(limit) if limit and limit.isdigit() and 0 < int(limit) <= 500 else 100
+        timeline = await self.ledger.timeline(known.mac, count)
+        report = known.as_json()
+        report["timeline"] = [event.as_json() for event in timeline]
+        return json_body(request, report)
+
+    @app.route("/hosts/<string:mac_text>/reinstall", methods=["POST"])
+    async def reinstall(self, request: IRequest, mac_text: str) -> bytes:
+        """
+        Re-arm a host: its next network boot installs again.
+        """
+        refused = self._refuse_admin(request)
+        if refused is not None:
+            return refused
+        known = self._known_host(request, mac_text)
+        if isinstance(known, bytes):
+            return known
+        assert self.ledger is not None
+        client = client_address(request, self.trusted_proxies)
+        try:
+            host = await self.ledger.rearm(known.mac)
+        except Exception:
+            log.failure("host {mac}: re-arming could not be saved", mac=str(known.mac))
+            return json_body(request, {"error": "pxe-pilot could not save it; see its log"}, 500)
+        log.info(
+            "host {mac} re-armed for installation by {client}", mac=str(host.mac), client=client
+        )
+        return json_body(request, host.as_json())
+
+    def _known_host(self, request: IRequest, mac_text: str) -> Host | bytes:
+        try:
+            mac = MacAddress.parse(mac_text)
+        except MacAddressError:
+            return json_body(request, {"error": f"{describe(mac_text)} is not a MAC address"}, 400)
+        host = self.ledger.host(mac) if self.ledger is not None else None
+        if host is None:
+            return json_body(request, {"error": f"pxe-pilot has never seen {mac}"}, 404)
+        return host
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics_page(self, request: IRequest) -> bytes:
+        """
+        Counters and gauges in Prometheus' text format.
+        """
+        refused = self._refuse_admin(request)
+        if refused is not None:
+            return refused
+        request.setHeader(b"content-type", METRICS_TYPE)
+        request.setHeader(b"cache-control", b"no-store")
+        return self.metrics.exposition()
+
+    @app.route("/", methods=["GET"])
+    def status(self, request: IRequest) -> bytes:
+        """
+        The status page, for a person.
+        """
+        refused = self._refuse_admin(request)
+        if refused is not None:
+            return refused
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        hosts = list(self.ledger.hosts.values()) if self.ledger is not None else []
+        counts = self.ledger.summary() if self.ledger is not None else {}
+        now = self.ledger.now() if self.ledger is not None else 0.0
+        return status_page(hosts, counts, now, __version__)
 
     @app.route("/health", methods=["GET"])
     def health(self, request: IRequest) -> bytes:
@@ -363,6 +666,12 @@ def _describe_installer(client: str, installer: InstallerRequest) -> dict[str, A
             f"answer request from {client} ({product} {release}; MACs {', '.join(macs)}{skipped})"
         ),
     }
+
+
+def _utc(at: float | None) -> str:
+    if at is None:
+        return "an unknown date"
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
 
 
 def _invalid_json(invalid: Invalid) -> dict[str, Any]:

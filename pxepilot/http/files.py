@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -108,6 +109,12 @@ class Turns:
         return max(self._min_share, self._round_bytes // max(1, self.active))
 
 
+# Told when a body starts (the request, the file's path below the root, the bytes to
+# send); returns what to tell when it ends (the bytes sent, whether that was all).
+DownloadEnded = Callable[[int, bool], None]
+DownloadWatcher = Callable[[IRequest, str, int], DownloadEnded]
+
+
 class AssetFiles(Resource):
     """
     The files under C{root}, looked up anew on each request.
@@ -118,10 +125,13 @@ class AssetFiles(Resource):
 
     isLeaf = True
 
-    def __init__(self, root: Path, turns: Turns | None = None) -> None:
+    def __init__(
+        self, root: Path, turns: Turns | None = None, watcher: DownloadWatcher | None = None
+    ) -> None:
         super().__init__()
         self._root = root
         self._turns = turns if turns is not None else Turns()
+        self._watcher = watcher
 
     def _open(self, segments: list[bytes]) -> tuple[int, os.stat_result, str] | None:
         names = []
@@ -200,7 +210,11 @@ class AssetFiles(Resource):
         if request.method == b"HEAD" or length == 0:
             os.close(fd)
             return b""
-        FileSender(cast(Request, request), fd, first, length, self._turns).start()
+        ended = None
+        if self._watcher is not None:
+            path = "/".join(segment.decode("utf-8") for segment in postpath)
+            ended = self._watcher(request, path, length)
+        FileSender(cast(Request, request), fd, first, length, self._turns, ended).start()
         return NOT_DONE_YET
 
 
@@ -237,13 +251,21 @@ class FileSender:
     """
 
     def __init__(
-        self, request: Request, fd: int, offset: int, length: int, turns: Turns | None = None
+        self,
+        request: Request,
+        fd: int,
+        offset: int,
+        length: int,
+        turns: Turns | None = None,
+        ended: DownloadEnded | None = None,
     ) -> None:
         self._request = request
         self._fd = fd
         self._turns = turns if turns is not None else Turns()
         self._offset = offset
+        self._length = length
         self._remaining = length
+        self._ended = ended
         self._paused = False
         self._done = False
         channel = getattr(request, "channel", None)
@@ -370,6 +392,8 @@ class FileSender:
             # next response as it found it.
             self._cork(False)
             os.close(self._fd)
+            if self._ended is not None:
+                self._ended(self._length - self._remaining, self._remaining == 0)
 
 
 _TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)

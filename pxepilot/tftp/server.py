@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from attrs import Factory, define, field
+from attrs import Factory, define, field, frozen
 from twisted.internet import udp
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -364,6 +364,19 @@ class TransferProtocol(DatagramProtocol):
         self.server.transfer_finished(self, outcome)
 
 
+@frozen
+class FinishedTransfer:
+    """
+    A transfer that ended: to whom, what, how, how much and how long.
+    """
+
+    client: str
+    file: str
+    outcome: OutcomeKind
+    bytes: int
+    seconds: float
+
+
 @define(repr=False)
 class TFTPServer(DatagramProtocol):
     """
@@ -392,6 +405,7 @@ class TFTPServer(DatagramProtocol):
     send_refusal: Callable[[str, Address, bytes], None] = field(
         default=Factory(lambda: _send_once)
     )
+    on_finished: Callable[[FinishedTransfer], None] | None = None
     transfers: dict[tuple[str, int, bytes], TransferProtocol] = field(factory=dict)
     per_client: Counter[str] = field(factory=Counter)
     outcomes: Counter[str] = field(factory=Counter)
@@ -602,6 +616,15 @@ class TFTPServer(DatagramProtocol):
             duration=duration,
         )
         self._remove(protocol)
+        if self.on_finished is not None:
+            try:
+                self.on_finished(
+                    FinishedTransfer(protocol.peer[0], protocol.name, outcome.kind, sent, duration)
+                )
+            except Exception:
+                log.failure(
+                    "TFTP {client}: reporting a finished transfer failed", client=protocol.peer[0]
+                )
 
     def _remove(self, protocol: TransferProtocol) -> None:
         if self.transfers.get(protocol.key) is protocol:

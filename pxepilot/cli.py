@@ -1,0 +1,209 @@
+"""
+C{pxe-pilot}: the operator's command line, working against a running pxe-pilot.
+
+    pxe-pilot hosts                  every known host and its state
+    pxe-pilot status MAC             one host's state and timeline
+    pxe-pilot reinstall MAC          re-arm an installed host
+
+The server is C{--url} (C{PXE_PILOT_URL}, default C{http://127.0.0.1:8080/}); its admin
+token, when it has one, C{--admin-token} or, better, C{PXE_PILOT_ADMIN_TOKEN}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import treq
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import react
+from twisted.web.http_headers import Headers
+
+from pxepilot._version import __version__
+from pxepilot.hosts.page import age
+from pxepilot.macs import MacAddress, MacAddressError, describe
+
+DEFAULT_URL = "http://127.0.0.1:8080/"
+TIMEOUT = 30
+
+
+class CommandError(Exception):
+    """
+    The command cannot be done; the message is the one line the user sees.
+    """
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="pxe-pilot",
+        description="See and steer the hosts a running pxe-pilot knows.",
+    )
+    top.add_argument("--version", action="version", version=f"pxe-pilot {__version__}")
+    top.add_argument(
+        "--url",
+        default=os.environ.get("PXE_PILOT_URL") or DEFAULT_URL,
+        help=f"pxe-pilot's HTTP address (env PXE_PILOT_URL) [default: {DEFAULT_URL}]",
+    )
+    top.add_argument(
+        "--admin-token",
+        default=os.environ.get("PXE_PILOT_ADMIN_TOKEN") or None,
+        help="the server's admin token (env PXE_PILOT_ADMIN_TOKEN, which others cannot read)",
+    )
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    hosts = commands.add_parser("hosts", help="every known host and its state")
+    hosts.add_argument("--json", action="store_true", help="print the server's JSON")
+    status = commands.add_parser("status", help="one host's state and timeline")
+    status.add_argument("mac", metavar="MAC")
+    status.add_argument("--json", action="store_true", help="print the server's JSON")
+    reinstall = commands.add_parser(
+        "reinstall", help="re-arm a host: its next network boot installs again"
+    )
+    reinstall.add_argument("mac", metavar="MAC")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    arguments = parser().parse_args(argv)
+    if "mac" in arguments:
+        try:
+            arguments.mac = MacAddress.parse(arguments.mac)
+        except MacAddressError:
+            parser().error(f"{describe(arguments.mac)} is not a MAC address")
+    react(lambda reactor: ensureDeferred(_run(reactor, arguments, sys.stdout)))
+
+
+async def _run(reactor: Any, arguments: argparse.Namespace, out: TextIO) -> None:
+    try:
+        await run(reactor, arguments, out)
+    except CommandError as e:
+        print(f"pxe-pilot: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+async def run(reactor: Any, arguments: argparse.Namespace, out: TextIO) -> None:
+    """
+    Do one command, printing to C{out}.
+
+    @raise CommandError: when it cannot be done.
+    """
+    client = Client(arguments.url, arguments.admin_token, reactor)
+    if arguments.command == "hosts":
+        report = await client.call("GET", "hosts")
+        if arguments.json:
+            print(json.dumps(report, indent=2), file=out)
+        else:
+            print_hosts(report.get("known_hosts", []), time.time(), out)
+    elif arguments.command == "status":
+        report = await client.call("GET", f"hosts/{arguments.mac}/status")
+        if arguments.json:
+            print(json.dumps(report, indent=2), file=out)
+        else:
+            print_status(report, time.time(), out)
+    else:
+        report = await client.call("POST", f"hosts/{arguments.mac}/reinstall")
+        print(
+            f"{report['mac']} re-armed: its next network boot installs (state {report['state']})",
+            file=out,
+        )
+
+
+class Client:
+    """
+    Calls a pxe-pilot's JSON routes.
+    """
+
+    def __init__(self, url: str, token: str | None, reactor: Any) -> None:
+        self._base = url if url.endswith("/") else url + "/"
+        self._token = token
+        self._reactor = reactor
+
+    async def call(self, method: str, path: str) -> dict[str, Any]:
+        url = self._base + path
+        headers = Headers({b"accept": [b"application/json"]})
+        if self._token:
+            headers.setRawHeaders(b"authorization", [f"Bearer {self._token}".encode()])
+        try:
+            response = await treq.request(
+                method, url, headers=headers, timeout=TIMEOUT, reactor=self._reactor
+            )
+            body = await treq.content(response)
+        except Exception as e:
+            raise CommandError(f"cannot reach pxe-pilot at {self._base}: {_reason(e)}") from None
+        try:
+            report = json.loads(body)
+        except ValueError:
+            report = None
+        if not isinstance(report, dict):
+            raise CommandError(
+                f"{url} answered {response.code} with something that is not pxe-pilot's JSON"
+            )
+        if response.code == 401:
+            raise CommandError(
+                "the server needs its admin token: --admin-token or PXE_PILOT_ADMIN_TOKEN"
+            )
+        if response.code >= 400:
+            raise CommandError(f"{report.get('error', 'failed')} ({response.code})")
+        return report
+
+
+def _reason(error: Exception) -> str:
+    inner = getattr(error, "reasons", None)
+    if inner:
+        error = inner[0].value
+    return str(error) or type(error).__name__
+
+
+def print_hosts(hosts: list[dict[str, Any]], now: float, out: TextIO) -> None:
+    if not hosts:
+        print("no host has network-booted yet", file=out)
+        return
+    rows = [("MAC", "STATE", "SINCE", "PRODUCT", "FQDN", "ADDRESS", "LAST EVENT")]
+    for host in sorted(hosts, key=lambda h: h["last_event"]["at"], reverse=True):
+        installation = host.get("installation") or {}
+        product = " ".join(
+            filter(
+                None,
+                [installation.get("product") or host.get("product"), installation.get("version")],
+            )
+        )
+        rows.append(
+            (
+                host["mac"],
+                host["state"],
+                age(now - host["since"]),
+                product or "-",
+                installation.get("fqdn") or "-",
+                installation.get("address") or "-",
+                host["last_event"]["summary"],
+            )
+        )
+    _table(rows, out)
+
+
+def print_status(host: dict[str, Any], now: float, out: TextIO) -> None:
+    installation = host.get("installation") or {}
+    print(f"{host['mac']}: {host['state']} since {age(now - host['since'])}", file=out)
+    for label, value in (
+        ("serial", host.get("serial")),
+        ("answer", host.get("answer")),
+        ("fqdn", installation.get("fqdn")),
+        ("address", installation.get("address")),
+        ("installed", installation.get("version")),
+    ):
+        if value:
+            print(f"  {label}: {value}", file=out)
+    for event in host.get("timeline", []):
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["at"]))
+        print(f"  {stamp}  {event['kind']:<16} {event['summary']}", file=out)
+
+
+def _table(rows: Sequence[tuple[str, ...]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip(), file=out)

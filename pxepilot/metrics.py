@@ -1,0 +1,166 @@
+"""
+pxe-pilot's Prometheus metrics, in a registry of its own (two instances in one process,
+or pxe-pilot inside another application with metrics of its own, never collide).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request
+
+from pxepilot.hosts.ledger import HostLedger
+from pxepilot.hosts.model import EventKind
+from pxepilot.tftp.server import TFTPServer
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+# Route labels: a fixed set, so a scan of random paths cannot grow the series.
+ROUTES = frozenset(
+    {"answer", "webhook", "hosts", "boot.ipxe", "menu.ipxe", "assets", "health", "metrics"}
+)
+
+
+def route_label(postpath: Iterable[bytes]) -> str:
+    """
+    The route a request's path (below pxe-pilot's root) belongs to.
+    """
+    first = next(iter(postpath), b"").decode("latin-1")
+    if first == "":
+        return "status"
+    return first if first in ROUTES else "other"
+
+
+class Metrics:
+    """
+    The counters the routes update, and collectors that read the rest where it lives.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.http_requests = Counter(
+            "pxepilot_http_requests",
+            "HTTP requests answered, by route and status code",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.answers = Counter(
+            "pxepilot_answers",
+            "Answer requests, by outcome (served, installed, no-answer, invalid, "
+            "unauthorized, unavailable, bad-request)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.asset_downloads = Counter(
+            "pxepilot_asset_downloads",
+            "Asset downloads ended, by whether the whole body was sent",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.asset_bytes = Counter(
+            "pxepilot_asset_bytes_sent",
+            "Bytes of assets sent over HTTP",
+            registry=self.registry,
+        )
+
+    def watch_ledger(self, ledger: HostLedger) -> None:
+        self.registry.register(_LedgerCollector(ledger))
+
+    def watch_tftp(self, server: Callable[[], TFTPServer | None]) -> None:
+        self.registry.register(_TFTPCollector(server))
+
+    def watch_downloads(self, active: Callable[[], int]) -> None:
+        self.registry.register(
+            _Gauge("pxepilot_asset_downloads_active", "Asset downloads now", active)
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def count_requests(self, inner: IResource) -> IResource:
+        """
+        C{inner}, counting every request it answers by route and status.
+        """
+        return _Counted(inner, self.http_requests)
+
+
+class _Counted(Resource):
+    isLeaf = True
+
+    def __init__(self, inner: IResource, counter: Counter) -> None:
+        super().__init__()
+        self._inner = inner
+        self._counter = counter
+
+    def render(self, request: IRequest) -> Any:
+        route = route_label(getattr(request, "postpath", []))
+
+        def count(result: object) -> object:
+            self._counter.labels(route, str(getattr(request, "code", 0))).inc()
+            return result
+
+        cast(Request, request).notifyFinish().addBoth(count)
+        return self._inner.render(request)
+
+
+class _Gauge(Collector):
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(self._name, self._documentation, value=self._read())
+
+
+class _LedgerCollector(Collector):
+    def __init__(self, ledger: HostLedger) -> None:
+        self._ledger = ledger
+
+    def collect(self) -> Iterable[Metric]:
+        installs = CounterMetricFamily(
+            "pxepilot_installs",
+            "Installations since start, by outcome: completed (reported by the webhook) or failed",
+            labels=["outcome"],
+        )
+        counts: Mapping[EventKind, int] = self._ledger.counts
+        installs.add_metric(["completed"], counts.get(EventKind.INSTALLED, 0))
+        installs.add_metric(["failed"], counts.get(EventKind.FAILED, 0))
+        yield installs
+        hosts = GaugeMetricFamily("pxepilot_hosts", "Known hosts by state", labels=["state"])
+        for state, number in self._ledger.summary().items():
+            hosts.add_metric([state], number)
+        yield hosts
+
+
+class _TFTPCollector(Collector):
+    def __init__(self, server: Callable[[], TFTPServer | None]) -> None:
+        self._server = server
+
+    def collect(self) -> Iterable[Metric]:
+        server = self._server()
+        if server is None:
+            return
+        transfers = CounterMetricFamily(
+            "pxepilot_tftp_transfers",
+            "TFTP transfers ended, by outcome (complete, probe, aborted, timed-out, "
+            "too-long, evicted, shutdown, failed, refused)",
+            labels=["outcome"],
+        )
+        for outcome, number in sorted(server.outcomes.items()):
+            transfers.add_metric([outcome], number)
+        yield transfers
+        yield CounterMetricFamily(
+            "pxepilot_tftp_bytes_sent",
+            "Bytes the TFTP clients acknowledged",
+            value=server.bytes_sent,
+        )
+        yield GaugeMetricFamily(
+            "pxepilot_tftp_transfers_active", "TFTP transfers now", value=len(server.transfers)
+        )
