@@ -27,7 +27,7 @@ from pxepilot.answers.files import DirectoryAnswerFiles
 from pxepilot.answers.service import AnswerService
 from pxepilot.boot.tftp import BootFiles, tftp_base_url
 from pxepilot.config import Config
-from pxepilot.health import AnswersHealth, AssetsHealth, Disabled, IHealthCheck
+from pxepilot.health import AnswersHealth, AssetsHealth, Disabled, HostsHealth, IHealthCheck
 from pxepilot.hosts.ledger import HostLedger, WorkerThread, run_here
 from pxepilot.hosts.neighbours import arp_table_lookup
 from pxepilot.hosts.store import SQLiteHostStore
@@ -86,8 +86,9 @@ class PxePilot:
         config = self.config
         self.answers = AnswerService(DirectoryAnswerFiles(config.answers_dir), clock)
         self.metrics = Metrics()
+        database = config.state_dir / STATE_DATABASE
         self.ledger = HostLedger(
-            SQLiteHostStore(config.state_dir / STATE_DATABASE),
+            SQLiteHostStore(database),
             clock,
             run_blocking=self._blocking_runner(),
             install_timeout=config.install_timeout,
@@ -97,6 +98,7 @@ class PxePilot:
         checks: list[IHealthCheck] = [
             AnswersHealth(self.answers),
             AssetsHealth(config.assets_dir),
+            HostsHealth(self.ledger),
         ]
         self.service = MultiService()
         self.service.setName("pxe-pilot")

@@ -15,6 +15,7 @@ from zope.interface import Attribute, Interface, implementer
 from pxepilot.answers.files import AnswersUnavailable
 from pxepilot.answers.service import AnswerService
 from pxepilot.boot.catalogue import scan
+from pxepilot.hosts.ledger import HostLedger
 
 Status = Literal["ok", "degraded", "unavailable", "disabled"]
 
@@ -131,3 +132,23 @@ class Disabled:
 
     def check(self) -> ComponentHealth:
         return ComponentHealth("disabled")
+
+
+@implementer(IHealthCheck)
+@frozen
+class HostsHealth:
+    """
+    The host database: degraded while events cannot be saved (installations go on,
+    but what pxe-pilot learns of them would be lost on a restart).
+    """
+
+    ledger: HostLedger
+    name: str = "hosts"
+
+    def check(self) -> ComponentHealth:
+        # No path: /health is open to anyone who can reach it.
+        details: dict[str, Any] = {"hosts": len(self.ledger.hosts)}
+        if self.ledger.last_failure is not None:
+            details["error"] = f"events cannot be saved: {self.ledger.last_failure}"
+            return ComponentHealth("degraded", details)
+        return ComponentHealth("ok", details)

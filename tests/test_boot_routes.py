@@ -102,8 +102,8 @@ def assets(tmp_path: Path) -> Path:
 
 def pilot(answers: AnswersDir, assets: Path, **config: Any) -> PxePilot:
     state = config.pop("state_dir", assets.parent / "state")
-    config = Config(answers_dir=answers.root, assets_dir=assets, state_dir=state, **config)
-    return PxePilot(config, clock_at_now())
+    settings = Config(answers_dir=answers.root, assets_dir=assets, state_dir=state, **config)
+    return PxePilot(settings, clock_at_now())
 
 
 def client(answers: AnswersDir, assets: Path, **config: Any) -> Client:

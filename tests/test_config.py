@@ -135,7 +135,7 @@ def test_state_directory_must_be_a_directory(dirs: Path) -> None:
     A state path that is a file is refused by name; a missing one is fine (created).
     """
     (dirs / "file").write_text("")
-    with pytest.raises(ConfigError, match="--state: .*file is not a directory"):
+    with pytest.raises(ConfigError, match=r"--state: .*file is not a directory"):
         load_config({"state": str(dirs / "file")}, {})
     assert load_config({"state": str(dirs / "new")}, {}).state_dir == dirs / "new"
 

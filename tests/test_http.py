@@ -338,6 +338,7 @@ def test_health(client: Client, answers_dir: AnswersDir, assets: Path) -> None:
         "invalid_versions": [],
     }
     assert health["tftp"] == {"status": "disabled"}
+    assert health["hosts"] == {"status": "ok", "hosts": 0}
     assert str(answers_dir.root) not in json.dumps(health)
 
     answers_dir.host("B0:7B:25:C1:0A:11.toml", b"[x")

@@ -30,7 +30,7 @@ class TwistdProcess:
         environ.update(env or {})
         if "PXE_PILOT_STATE_DIR" not in environ and not any(a.startswith("--state") for a in args):
             # Never the default ./state: that would be the checkout's.
-            self._state = tempfile.TemporaryDirectory()  # noqa: SIM115 - removed with self
+            self._state = tempfile.TemporaryDirectory()
             environ["PXE_PILOT_STATE_DIR"] = self._state.name
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()
         self.process = subprocess.Popen(

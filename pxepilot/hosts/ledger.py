@@ -91,6 +91,8 @@ class HostLedger(Service):
         self.counts: Counter[EventKind] = Counter()
         self._addresses: dict[str, tuple[MacAddress, float]] = {}
         self._pending: set[Deferred[Any]] = set()
+        # Why the latest save failed; None once one succeeds again.
+        self.last_failure: str | None = None
         self._watch = LoopingCall(self.fail_silent_installations)
         self._watch.clock = clock
 
@@ -147,6 +149,7 @@ class HostLedger(Service):
 
         def done(result: object) -> object:
             self._pending.discard(saved)
+            self.last_failure = str(result.value) if isinstance(result, Failure) else None
             return result
 
         saved.addBoth(done)

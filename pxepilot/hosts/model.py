@@ -213,8 +213,9 @@ def next_state(state: HostState, kind: EventKind) -> HostState:
 
     A host installing that network-boots again without having reported success has
     failed (its installer rebooted, or someone reset it). A failed host stays failed
-    while it boots, until it is served an answer again, so its state does not hide the
-    failure a moment after it was seen.
+    while it boots towards an installer, until it is served an answer again, so its
+    state does not hide the failure a moment after it was seen; if its menu boots the
+    local disk instead, that is where it is.
     """
     if kind is EventKind.INSTALLED:
         return HostState.INSTALLED
@@ -252,7 +253,8 @@ def advance(host: Host | None, event: Event) -> Host:
         )
     state = next_state(host.state, event.kind)
     changes: dict[str, Any] = {"last_event": event, "state": state}
-    if state is not host.state:
+    # A new answer starts the install timeout afresh, even while installing.
+    if state is not host.state or event.kind is EventKind.ANSWER_SERVED:
         changes["since"] = event.at
     detail = event.detail
     for name in ("serial", "uuid", "product"):

@@ -27,7 +27,10 @@ table { width: 100%; border-collapse: collapse; margin-top: 1rem; }
 th, td { text-align: left; padding: .45rem .6rem; border-bottom: 1px solid var(--line);
   vertical-align: top; overflow-wrap: anywhere; }
 th { font-size: .8rem; text-transform: uppercase; color: var(--muted); }
-.mac { font-family: ui-monospace, monospace; white-space: nowrap; }
+/* Cells may break anywhere, or a long FQDN would push the table off the screen; but
+   headers, MACs, addresses and ages broken mid-word no longer read as what they are. */
+th, .mac, td[data-label="Address"], .age { white-space: nowrap; }
+.mac { font-family: ui-monospace, monospace; }
 .age { color: var(--muted); font-size: .85rem; }
 .state { display: inline-block; padding: .1rem .5rem; border-radius: 1rem;
   font-size: .85rem; font-weight: 600; white-space: nowrap; color: #fff; }
@@ -42,6 +45,8 @@ footer { margin-top: 1.5rem; color: var(--muted); font-size: .8rem; }
   tr { border: 1px solid var(--line); border-radius: .5rem; margin-bottom: .8rem;
     padding: .3rem 0; }
   td { border: 0; padding: .2rem .7rem; }
+  /* A card is as wide as the phone: an IPv6 address may have to wrap there. */
+  td[data-label="Address"] { white-space: normal; }
   td::before { content: attr(data-label) ": "; color: var(--muted); font-size: .8rem; }
   td.mac::before, td.status::before { content: ""; }
 }

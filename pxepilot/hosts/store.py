@@ -118,7 +118,9 @@ class SQLiteHostStore:
         except sqlite3.DatabaseError as e:
             self._db.close()
             raise StoreError(f"{path} is not a usable pxe-pilot state database: {e}") from None
-        except StoreError:
+        except BaseException:
+            # Our own StoreError, or a migration's bug: either way the file is not kept
+            # open by a store nobody can use.
             self._db.close()
             raise
 

@@ -80,6 +80,8 @@ def parse_webhook(body: bytes) -> InstallReport:
                 f"network-interfaces[{index}].mac {describe(text)} is not a MAC address"
             ) from None
         if interface.get("is-management") is True:
+            if mac in macs:
+                macs.remove(mac)
             macs.insert(0, mac)
             address = text_field(interface, "address")
         elif mac not in macs:

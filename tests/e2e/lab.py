@@ -171,13 +171,35 @@ wget -q -O /tmp/answer --header "Content-Type: application/json; charset=utf-8" 
 echo PXE-PILOT-ANSWER-BEGIN
 cat /tmp/answer
 echo PXE-PILOT-ANSWER-END
+# As proxmox-post-hook does after a successful installation, when the answer asks for it.
+hook=$(sed -n '/^\[post-installation-webhook\]/,/^\[/s/^url *= *"\(.*\)"/\1/p' /tmp/answer)
+if [ -n "$hook" ]; then
+    address=$(cat /tmp/address)
+    mode=bios
+    [ -d /sys/firmware/efi ] && mode=efi
+    report='{"$schema":{"version":"1.2"},"debian-version":"13.1",'
+    report="$report"'"product":{"fullname":"Proxmox VE","short":"pve","version":"9.1.1"},'
+    report="$report"'"iso":{"release":"9.1","isorelease":"1"},"boot-info":{"mode":"'"$mode"'"},'
+    report="$report"'"fqdn":"pve-'"$(echo "$mac" | tr -d :)"'.lab.test","filesystem":"ext4",'
+    report="$report"'"network-interfaces":[{"name":"'"$iface"'","mac":"'"$mac"'",'
+    report="$report"'"address":"'"$address"'","is-management":true}]}'
+    if wget -q -O /tmp/hook --header "Content-Type: application/json; charset=utf-8" \
+        --post-data "$report" "$hook"; then
+        echo "PXE-PILOT-WEBHOOK-SENT $(cat /tmp/hook | tr -d '\n ')"
+    else
+        echo "FAIL: the post-installation webhook failed"
+    fi
+fi
 poweroff -f
 """
+
+WEBHOOK_SENT = "PXE-PILOT-WEBHOOK-SENT"
 
 UDHCPC = """#!/bin/sh
 case "$1" in
     bound|renew)
         ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}"
+        echo "$ip/${mask:-24}" > /tmp/address
         ;;
 esac
 """
@@ -360,6 +382,8 @@ def pxe_pilot(directory: Path, answers: Path, assets: Path, *extra: str) -> Proc
             "2",
             "--kernel-args",
             "console=ttyS0,115200",
+            "--state",
+            str(directory / "state"),
             *extra,
         ),
         directory,
@@ -398,6 +422,19 @@ def qemu(directory: Path, name: str, firmware: str, mac: str, tap_name: str) -> 
             f"virtio-net-pci,netdev=n0,mac={mac},romfile=",
         ]
     return Process(name, netns(*args), directory)
+
+
+def pxe_pilot_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """
+    The operator's C{pxe-pilot} command, run in the lab against its pxe-pilot.
+    """
+    return subprocess.run(
+        netns(str(VENV_BIN / "pxe-pilot"), "--url", f"http://{BRIDGE_ADDRESS}:8080/", *args),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def answer_of(output: str) -> str:

@@ -19,6 +19,7 @@ from tests.e2e import lab
 pytestmark = pytest.mark.e2e
 
 ANSWER_URL = f"http://{lab.BRIDGE_ADDRESS}:8080/answer"
+WEBHOOK_URL = f"http://{lab.BRIDGE_ADDRESS}:8080/webhook"
 # Software emulation of a whole boot (firmware, iPXE, a 60 MB initrd, the kernel) takes
 # under a minute here; the bound only keeps a hung guest from hanging the run.
 BOOT_TIMEOUT = 600
@@ -35,16 +36,22 @@ class Guest:
     name: str
     firmware: str
     mac: str
+    reports: bool = False
 
     @property
     def answer(self) -> str:
-        return f'[global]\nkeyboard = "en-us"\n# answer for {self.name} ({self.mac})\n'
+        text = f'[global]\nkeyboard = "en-us"\n# answer for {self.name} ({self.mac})\n'
+        if self.reports:
+            text += f'\n[post-installation-webhook]\nurl = "{WEBHOOK_URL}"\n'
+        return text
 
 
 BIOS = Guest("bios", "bios", "52:54:00:00:00:b1")
 UEFI = Guest("uefi", "uefi", "52:54:00:00:00:e1")
 UEFI_SNPONLY = Guest("uefi-snponly", "uefi", "52:54:00:00:00:e2")
 UNKNOWN = Guest("unknown", "bios", "52:54:00:00:00:f1")
+# Reports its installation, as an answer with [post-installation-webhook] makes it.
+REPORTING = Guest("reporting", "bios", "52:54:00:00:00:b2", reports=True)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +78,7 @@ def pxe_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     assert built.returncode == 0, built.stderr
     hosts = directory / "answers" / "hosts"
     hosts.mkdir(parents=True)
-    for guest in (BIOS, UEFI, UEFI_SNPONLY):
+    for guest in (BIOS, UEFI, UEFI_SNPONLY, REPORTING):
         (hosts / f"{guest.mac.replace(':', '-')}.toml").write_text(guest.answer)
     with lab.network():
         dhcp = lab.dnsmasq(directory, snponly=(UEFI_SNPONLY.mac,))
@@ -127,3 +134,42 @@ def test_host_without_answer_boots_from_local_disk(pxe_lab: Lab) -> None:
     assert lab.ANSWER_BEGIN not in console
     assert "Loading Proxmox" not in console
     assert f"menu for {UNKNOWN.mac}" in pxe_lab.pilot.text
+
+
+def state_of(guest: Guest) -> dict[str, object]:
+    shown = lab.pxe_pilot_command("status", guest.mac)
+    assert shown.returncode == 0, shown.stderr
+    first = shown.stdout.splitlines()[0]
+    return {"state": first.split(": ", 1)[1].split(" since ")[0], "text": shown.stdout}
+
+
+def test_installed_host_boots_locally_until_reinstalled(pxe_lab: Lab) -> None:
+    """
+    Install once: the guest installs and reports through the webhook; pxe-pilot shows
+    it installed; its next network boot takes the local disk with no keystroke; after
+    C{pxe-pilot reinstall} the boot after that installs again.
+    """
+    console = boot(pxe_lab, REPORTING, lab.WEBHOOK_SENT)
+    assert lab.answer_of(console) == REPORTING.answer
+    assert f'{lab.WEBHOOK_SENT} {{"mac":"{REPORTING.mac}","state":"installed"}}' in console
+    installed = state_of(REPORTING)
+    assert installed["state"] == "installed", installed["text"]
+    fqdn = f"pve-{REPORTING.mac.replace(':', '')}.lab.test"
+    listing = lab.pxe_pilot_command("hosts")
+    row = next(line for line in listing.stdout.splitlines() if line.startswith(REPORTING.mac))
+    assert fqdn in row and "10.99.0." in row, listing.stdout
+
+    console = boot(pxe_lab, REPORTING, "Booting from the local disk")
+    assert lab.ANSWER_BEGIN not in console
+    assert "Loading Proxmox" not in console
+    assert state_of(REPORTING)["state"] == "local-boot"
+
+    rearmed = lab.pxe_pilot_command("reinstall", REPORTING.mac)
+    assert rearmed.returncode == 0, rearmed.stderr
+    console = boot(pxe_lab, REPORTING, lab.WEBHOOK_SENT)
+    assert lab.answer_of(console) == REPORTING.answer
+    timeline = state_of(REPORTING)["text"]
+    assert isinstance(timeline, str)
+    # TFTP, the scripts and the downloads were all placed on this host's timeline.
+    for kind in ("tftp", "script", "download-ended", "answer-served", "installed", "rearmed"):
+        assert f" {kind} " in timeline, timeline

@@ -1,0 +1,112 @@
+"""
+The C{pxe-pilot} command line against a real C{twistd pxe-pilot}: listing hosts, one
+host's timeline, re-arming, the admin token, and its errors.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import AnswersDir, fixture_bytes
+from tests.test_twistd import request
+from tests.twistd_process import TwistdProcess
+
+PXE_PILOT = Path(sys.executable).parent / "pxe-pilot"
+TOKEN = "admin-0123456789abcdef"
+MAC = "b0:7b:25:c1:0a:10"
+
+
+@pytest.fixture
+def server(answers_dir: AnswersDir, tmp_path: Path) -> Iterator[tuple[TwistdProcess, int]]:
+    answers_dir.write("default.toml")
+    (tmp_path / "assets").mkdir()
+    process = TwistdProcess(
+        ["--interface", "127.0.0.1", "--port", "0", "--state", str(tmp_path / "state")],
+        env={
+            "PXE_PILOT_ANSWERS_DIR": str(answers_dir.root),
+            "PXE_PILOT_ASSETS_DIR": str(tmp_path / "assets"),
+            "PXE_PILOT_ADMIN_TOKEN": TOKEN,
+        },
+    )
+    try:
+        yield process, process.http_port()
+    finally:
+        assert process.stop() in (0, -15), process.text
+
+
+def cli(port: int, *args: str, token: str | None = TOKEN) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PXE_PILOT_")}
+    environ["PXE_PILOT_URL"] = f"http://127.0.0.1:{port}"
+    if token is not None:
+        environ["PXE_PILOT_ADMIN_TOKEN"] = token
+    return subprocess.run(
+        [str(PXE_PILOT), *args], env=environ, capture_output=True, text=True, timeout=30
+    )
+
+
+def install(port: int) -> None:
+    code, _, _ = request(port, "POST", "/answer", fixture_bytes("installer-post-9.2.json"))
+    assert code == 200
+    code, _, _ = request(port, "POST", "/webhook", fixture_bytes("post-install-webhook-9.1.json"))
+    assert code == 200
+
+
+def test_hosts_status_and_reinstall(server: tuple[TwistdProcess, int]) -> None:
+    """
+    C{hosts} lists the installed host with its FQDN; C{status} shows its timeline;
+    C{reinstall} re-arms it, and the server serves it an answer again.
+    """
+    _, port = server
+    empty = cli(port, "hosts")
+    assert (empty.returncode, empty.stdout) == (0, "no host has network-booted yet\n")
+    install(port)
+    listing = cli(port, "hosts")
+    assert listing.returncode == 0, listing.stderr
+    header, row = listing.stdout.splitlines()
+    assert header.split()[:3] == ["MAC", "STATE", "SINCE"]
+    assert row.split()[:2] == [MAC, "installed"]
+    assert "pve01.example.com" in row and "192.0.2.21/24" in row
+    status = cli(port, "status", "B0-7B-25-C1-0A-10")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith(f"{MAC}: installed since ")
+    assert "answer-served" in status.stdout and "installed pve 9.1.1" in status.stdout
+
+    assert request(port, "POST", "/answer", fixture_bytes("installer-post-9.2.json"))[0] == 409
+    rearmed = cli(port, "reinstall", MAC)
+    assert rearmed.returncode == 0, rearmed.stderr
+    assert rearmed.stdout == f"{MAC} re-armed: its next network boot installs (state new)\n"
+    assert request(port, "POST", "/answer", fixture_bytes("installer-post-9.2.json"))[0] == 200
+
+
+def test_errors_are_one_line(server: tuple[TwistdProcess, int], tmp_path: Path) -> None:
+    """
+    A missing or wrong token, an unknown host, a bad MAC and an unreachable server
+    each end with one clear line and a non-zero exit.
+    """
+    _, port = server
+    for token in (None, "wrong-0123456789abcdef"):
+        denied = cli(port, "hosts", token=token)
+        assert denied.returncode == 1
+        assert denied.stderr == (
+            "pxe-pilot: error: the server needs its admin token: --admin-token or "
+            "PXE_PILOT_ADMIN_TOKEN\n"
+        )
+    unknown = cli(port, "reinstall", "00:11:22:33:44:55")
+    assert (unknown.returncode, unknown.stderr) == (
+        1,
+        "pxe-pilot: error: pxe-pilot has never seen 00:11:22:33:44:55 (404)\n",
+    )
+    bad = cli(port, "status", "not-a-mac")
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines()[-1] == "pxe-pilot: error: 'not-a-mac' is not a MAC address"
+    unreachable = cli(1, "hosts")
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.startswith("pxe-pilot: error: cannot reach pxe-pilot at ")
+    assert len(unreachable.stderr.splitlines()) == 1
+    assert cli(port, "frobnicate").returncode == 2
