@@ -4,6 +4,7 @@ C{pxe-pilot}: the operator's command line, working against a running pxe-pilot.
     pxe-pilot hosts                  every known host and its state
     pxe-pilot status MAC             one host's state and timeline
     pxe-pilot reinstall MAC          re-arm an installed host
+    pxe-pilot check [ANSWERS_DIR]    lint answer files for an installer version (offline)
 
 The server is C{--url} (C{PXE_PILOT_URL}, default C{http://127.0.0.1:8080/}); its admin
 token, when it has one, C{--admin-token} or, better, C{PXE_PILOT_ADMIN_TOKEN}.
@@ -17,6 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import treq
@@ -25,6 +27,16 @@ from twisted.internet.task import react
 from twisted.web.http_headers import Headers
 
 from pxepilot._version import __version__
+from pxepilot.answers.check import check_answer
+from pxepilot.answers.files import DEFAULT_NAME, AnswersUnavailable, DirectoryAnswerFiles
+from pxepilot.answers.lint import (
+    NEWEST,
+    Finding,
+    InstallerVersion,
+    VersionRange,
+    errors,
+    lint_range,
+)
 from pxepilot.hosts.page import age
 from pxepilot.macs import MacAddress, MacAddressError, describe
 
@@ -64,11 +76,41 @@ def parser() -> argparse.ArgumentParser:
         "reinstall", help="re-arm a host: its next network boot installs again"
     )
     reinstall.add_argument("mac", metavar="MAC")
+    check = commands.add_parser(
+        "check",
+        help="check answer files as an installer version would (no server needed)",
+    )
+    check.add_argument(
+        "answers",
+        nargs="?",
+        default=os.environ.get("PXE_PILOT_ANSWERS_DIR") or "answers",
+        metavar="ANSWERS_DIR",
+        help="an answers directory or one answer file (env PXE_PILOT_ANSWERS_DIR) "
+        "[default: ./answers]",
+    )
+    check.add_argument(
+        "--installer-version",
+        default=f"{NEWEST.major}.{NEWEST.minor}",
+        metavar="X.Y",
+        help=f"the installer to check for, such as 8.4 or 9.1.2 [default: the newest "
+        f"known, {NEWEST.major}.{NEWEST.minor}]",
+    )
+    check.add_argument(
+        "--product",
+        choices=("pve", "pbs", "pmg", "pdm"),
+        help="the product installed (some settings are Proxmox VE's only)",
+    )
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     arguments = parser().parse_args(argv)
+    if arguments.command == "check":
+        try:
+            version = InstallerVersion.parse(arguments.installer_version)
+        except ValueError as e:
+            parser().error(f"--installer-version: {e}")
+        raise SystemExit(check(Path(arguments.answers), version, arguments.product, sys.stdout))
     if "mac" in arguments:
         try:
             arguments.mac = MacAddress.parse(arguments.mac)
@@ -110,6 +152,57 @@ async def run(reactor: Any, arguments: argparse.Namespace, out: TextIO) -> None:
             f"{report['mac']} re-armed: its next network boot installs (state {report['state']})",
             file=out,
         )
+
+
+def check(path: Path, version: InstallerVersion, product: str | None, out: TextIO) -> int:
+    """
+    Print every finding in an answers directory (or one file); the exit status: 1 when
+    an installer would reject a file or the files cannot be read, else 0.
+    """
+    versions = VersionRange.exactly(version)
+    if path.is_file():
+        named = [(path.name, path)]
+    else:
+        try:
+            listing = DirectoryAnswerFiles(path).listing()
+        except AnswersUnavailable as e:
+            print(f"pxe-pilot: error: {path}: {e}", file=sys.stderr)
+            return 1
+        names = ([DEFAULT_NAME] if listing.default_present else []) + [
+            f.name for f in listing.host_files
+        ]
+        named = [(name, path / name) for name in names]
+        for name in listing.unrecognised:
+            print(f"{name}: warning: the file name is not a MAC address; never served", file=out)
+    if not named:
+        print(f"pxe-pilot: error: {path}: no default.toml and no hosts/*.toml", file=sys.stderr)
+        return 1
+    rejected = warned = 0
+    for name, file in named:
+        try:
+            data = file.read_bytes()
+        except OSError as e:
+            print(f"{name}: error: cannot be read: {e.strerror}", file=out)
+            rejected += 1
+            continue
+        problem = check_answer(data)
+        findings = (
+            [Finding("error", "", problem.message, line=problem.line)]
+            if problem is not None
+            else lint_range(data, versions, product)
+        )
+        for finding in findings:
+            print(finding.describe(name), file=out)
+        found = len(errors(findings))
+        rejected += 1 if found else 0
+        warned += len(findings) - found
+    verdict = f"{rejected} of {len(named)} would be rejected" if rejected else "all accepted"
+    print(
+        f"{len(named)} file{'s' if len(named) != 1 else ''} checked for installer "
+        f"{versions}: {verdict}, {warned} warning{'s' if warned != 1 else ''}",
+        file=out,
+    )
+    return 1 if rejected else 0
 
 
 class Client:

@@ -78,6 +78,8 @@ class Config:
     @ivar admin_token: When set, the host list, status page, metrics and re-arming need
         it as a bearer token.
     @ivar answer_token: When set, C{POST /answer} needs it as a bearer token.
+    @ivar answer_check: What happens to an answer file the asking installer would
+        reject: C{refuse} (422, with the findings) or C{warn} (served, findings logged).
     """
 
     answers_dir: Path = field(default=Path("answers"), converter=Path)
@@ -105,6 +107,7 @@ class Config:
     # Secrets: never in a repr, so never in a log line.
     admin_token: str | None = field(default=None, repr=False)
     answer_token: str | None = field(default=None, repr=False)
+    answer_check: str = "refuse"
 
     def http_endpoint(self) -> str:
         """
@@ -141,6 +144,13 @@ def parse_token(text: str) -> str | None:
     if len(token) > 1024 or not all("!" <= c <= "~" for c in token):
         raise ValueError("a token is at most 1024 printable ASCII characters, no spaces")
     return token
+
+
+def parse_answer_check(text: str) -> str:
+    word = text.strip().lower()
+    if word not in ("warn", "refuse"):
+        raise ValueError(f"{text!r} is not warn or refuse")
+    return word
 
 
 def parse_port(text: str) -> int:
@@ -471,6 +481,15 @@ SETTINGS: tuple[Setting, ...] = (
         "bearer token POST /answer requires, as set with pxe-pilot-builder --answer-token",
         parse_token,
         metavar="TOKEN",
+    ),
+    Setting(
+        "answer_check",
+        "answer-check",
+        "PXE_PILOT_ANSWER_CHECK",
+        "refuse",
+        "an answer the asking installer would reject: refuse (422) or warn (serve, log)",
+        parse_answer_check,
+        metavar="POLICY",
     ),
 )
 

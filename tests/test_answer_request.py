@@ -27,14 +27,14 @@ R650 = (
 
 
 @pytest.mark.parametrize(
-    ("fixture", "schema", "release"),
+    ("fixture", "schema", "release", "upper_case"),
     [
-        ("installer-post-8.2.json", None, "8.2-2"),
-        ("installer-post-8.3-to-9.1.json", "1.0", "9.1-1"),
-        ("installer-post-9.2.json", "1.0", "9.2-1"),
+        ("installer-post-8.2.json", None, "8.2-2", False),
+        ("installer-post-8.3-to-9.1.json", "1.0", "9.1-1", False),
+        ("installer-post-9.2.json", "1.0", "9.2-1", True),
     ],
 )
-def test_fixtures(fixture: str, schema: str | None, release: str) -> None:
+def test_fixtures(fixture: str, schema: str | None, release: str, upper_case: bool) -> None:
     """
     Every installer generation's request yields its MACs in payload order and its
     product, release and DMI identity.
@@ -47,6 +47,7 @@ def test_fixtures(fixture: str, schema: str | None, release: str) -> None:
         release=release.split("-")[0],
         iso_release=release.split("-")[1],
         schema_version=schema,
+        upper_case_macs=upper_case,
         serial="7XK2LM3",
         uuid="4c4c4544-0058-4b10-8032-b7c04f4c4d33",
     )

@@ -5,6 +5,7 @@ host's timeline, re-arming, the admin token, and its errors.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -110,3 +111,34 @@ def test_errors_are_one_line(server: tuple[TwistdProcess, int], tmp_path: Path) 
     assert unreachable.stderr.startswith("pxe-pilot: error: cannot reach pxe-pilot at ")
     assert len(unreachable.stderr.splitlines()) == 1
     assert cli(port, "frobnicate").returncode == 2
+
+
+def test_an_acknowledged_installation_survives_kill_9(
+    answers_dir: AnswersDir, tmp_path: Path
+) -> None:
+    """
+    Once the webhook got its 200, the host is installed for good: a pxe-pilot killed
+    with SIGKILL right after, and started again on the same state, refuses it an answer.
+    """
+    answers_dir.write("default.toml")
+    (tmp_path / "assets").mkdir()
+    args = ["--interface", "127.0.0.1", "--port", "0", "--state", str(tmp_path / "state")]
+    env = {
+        "PXE_PILOT_ANSWERS_DIR": str(answers_dir.root),
+        "PXE_PILOT_ASSETS_DIR": str(tmp_path / "assets"),
+    }
+    first = TwistdProcess(args, env=env)
+    try:
+        install(first.http_port())
+    finally:
+        first.process.kill()
+        first.process.wait(10)
+    second = TwistdProcess(args, env=env)
+    try:
+        port = second.http_port()
+        code, _, body = request(port, "GET", "/hosts")
+        hosts = {h["mac"]: h["state"] for h in json.loads(body)["known_hosts"]}
+        assert (code, hosts) == (200, {MAC: "installed"})
+        assert request(port, "POST", "/answer", fixture_bytes("installer-post-9.2.json"))[0] == 409
+    finally:
+        assert second.stop() in (0, -15), second.text

@@ -46,6 +46,7 @@ def test_defaults(dirs: Path) -> None:
         install_timeout=3600,
         admin_token=None,
         answer_token=None,
+        answer_check="refuse",
     )
     assert config.answers_dir.is_absolute()
 
@@ -81,6 +82,7 @@ def test_environment_sets_every_setting(dirs: Path) -> None:
         "PXE_PILOT_INSTALL_TIMEOUT": "7200",
         "PXE_PILOT_ADMIN_TOKEN": "admin-token-0123456789",
         "PXE_PILOT_ANSWER_TOKEN": "answer-token-0123456789",
+        "PXE_PILOT_ANSWER_CHECK": "Warn",
     }
     assert set(environ) == {s.env for s in SETTINGS}
     config = load_config({}, environ)
@@ -112,6 +114,7 @@ def test_environment_sets_every_setting(dirs: Path) -> None:
         install_timeout=7200,
         admin_token="admin-token-0123456789",
         answer_token="answer-token-0123456789",
+        answer_check="warn",
     )
 
 

@@ -47,7 +47,10 @@ def config(answers_dir: AnswersDir, tmp_path: Path) -> Config:
     answers_dir.host("b0-7b-25-c1-0a-10.toml")
     (tmp_path / "assets").mkdir()
     return Config(
-        answers_dir=answers_dir.root, assets_dir=tmp_path / "assets", state_dir=tmp_path / "state"
+        answers_dir=answers_dir.root,
+        assets_dir=tmp_path / "assets",
+        state_dir=tmp_path / "state",
+        answer_check="warn",
     )
 
 

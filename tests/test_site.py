@@ -24,7 +24,10 @@ def resource(answers_dir: AnswersDir, tmp_path: Path) -> IResource:
     answers_dir.write("default.toml")
     (tmp_path / "assets").mkdir()
     config = Config(
-        answers_dir=answers_dir.root, assets_dir=tmp_path / "assets", state_dir=tmp_path / "state"
+        answers_dir=answers_dir.root,
+        assets_dir=tmp_path / "assets",
+        state_dir=tmp_path / "state",
+        answer_check="warn",
     )
     return PxePilot(config, clock_at_now()).resource
 

@@ -41,6 +41,7 @@ class InstallerRequest:
     @ivar schema_version: C{$schema.version}; absent from 8.2 installers.
     @ivar serial: The DMI system serial number, if sent and not empty.
     @ivar uuid: The DMI system UUID, if sent and not empty.
+    @ivar upper_case_macs: Whether the MAC addresses came in upper case (9.2 on).
     """
 
     macs: tuple[MacAddress, ...]
@@ -52,6 +53,7 @@ class InstallerRequest:
     schema_version: str | None = None
     serial: str | None = None
     uuid: str | None = None
+    upper_case_macs: bool = False
 
     @property
     def release_label(self) -> str | None:
@@ -105,6 +107,7 @@ def parse_installer_request(body: bytes) -> InstallerRequest:
 
     macs: list[MacAddress] = []
     skipped: list[str] = []
+    upper_case = False
     for index, interface in enumerate(interfaces):
         where = f"network_interfaces[{index}]"
         if not isinstance(interface, dict):
@@ -123,6 +126,8 @@ def parse_installer_request(body: bytes) -> InstallerRequest:
             raise BadInstallerRequest(
                 f"{where}.mac {describe(mac_text)} is not a MAC address"
             ) from None
+        if mac_text != mac_text.lower():
+            upper_case = True
         if mac not in macs:
             macs.append(mac)
     if not macs:
@@ -141,6 +146,7 @@ def parse_installer_request(body: bytes) -> InstallerRequest:
         schema_version=text_field(table_field(document, "$schema"), "version"),
         serial=text_field(system, "serial"),
         uuid=text_field(system, "uuid"),
+        upper_case_macs=upper_case,
     )
 
 

@@ -21,6 +21,7 @@ from pxepilot.answers.files import (
     HostFile,
     IAnswerFiles,
 )
+from pxepilot.answers.lint import VersionRange, errors, lint_range
 from pxepilot.logs import logger
 from pxepilot.macs import MacAddress
 
@@ -159,9 +160,10 @@ class AnswerService:
                 return outcome
             await deferLater(self.clock, min(wait, deadline - now))
 
-    def inspect(self) -> dict[str, Any]:
+    def inspect(self, versions: VersionRange | None = None) -> dict[str, Any]:
         """
-        Every answer file and whether it can be served, as JSON-ready data.
+        Every answer file and whether it can be served, as JSON-ready data; with
+        C{versions}, also what those installers would find wrong in each.
 
         @raise AnswersUnavailable: when the directory cannot be read.
         """
@@ -174,14 +176,14 @@ class AnswerService:
                 {
                     "mac": str(host_file.mac),
                     "file": host_file.name,
-                    **self._validity(host_file.name),
+                    **self._validity(host_file.name, versions),
                     "used": host_file.name in used,
                     "conflicts_with": others,
                 }
             )
         default: dict[str, Any] = {"file": DEFAULT_NAME, "present": listing.default_present}
         if listing.default_present:
-            default.update(self._validity(DEFAULT_NAME))
+            default.update(self._validity(DEFAULT_NAME, versions))
         return {
             "default": default,
             "hosts": hosts,
@@ -191,9 +193,11 @@ class AnswerService:
             ],
         }
 
-    def _validity(self, name: str) -> dict[str, Any]:
+    def _validity(self, name: str, versions: VersionRange | None) -> dict[str, Any]:
+        data = b""
         try:
-            problem = check_answer(self.files.read(name).data)
+            data = self.files.read(name).data
+            problem = check_answer(data)
         except FileNotFoundError:
             problem = AnswerProblem("removed while being checked")
         except AnswerFileChanging:
@@ -202,6 +206,15 @@ class AnswerService:
             problem = AnswerProblem("larger than any answer file can be")
         except AnswersUnavailable as e:
             problem = AnswerProblem(str(e))
-        if problem is None:
+        if problem is not None:
+            return {"valid": False, "error": problem.as_json()}
+        if versions is None:
             return {"valid": True, "error": None}
-        return {"valid": False, "error": problem.as_json()}
+        findings = lint_range(data, versions)
+        return {
+            "valid": True,
+            "error": None,
+            "installer_version": str(versions),
+            "accepted": not errors(findings),
+            "findings": [finding.as_json() for finding in findings],
+        }

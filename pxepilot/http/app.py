@@ -22,6 +22,14 @@ from werkzeug.routing import RequestRedirect
 
 from pxepilot._version import __version__
 from pxepilot.answers.files import AnswersUnavailable
+from pxepilot.answers.lint import (
+    NEWEST,
+    InstallerVersion,
+    VersionRange,
+    errors,
+    installer_versions,
+    lint_range,
+)
 from pxepilot.answers.request import (
     MAX_REQUEST_BYTES,
     BadInstallerRequest,
@@ -236,12 +244,60 @@ class PxePilotRoutes:
             fallback = resolution.mac
         mac = self.ledger.identify(installer.macs, fallback) if self.ledger else fallback
         if isinstance(resolution, Served):
-            log.info(
-                "{request_summary}: served {source}",
-                source=resolution.source,
-                outcome="served",
-                **fields,
-            )
+            versions = installer_versions(installer, _header(request, b"accept"))
+            findings = lint_range(resolution.data, versions, installer.product)
+            rejected = errors(findings)
+            if rejected:
+                problems = "; ".join(f.describe(resolution.source) for f in rejected)
+                reason = f"installer {versions} would reject {resolution.source}: {problems}"
+                if self.config.answer_check == "refuse":
+                    log.error(
+                        "{request_summary}: 422, {reason}",
+                        source=resolution.source,
+                        reason=reason,
+                        outcome="rejected-answer",
+                        **fields,
+                    )
+                    self.metrics.answers.labels("rejected").inc()
+                    await self._record(
+                        mac,
+                        EventKind.ANSWER_REFUSED,
+                        f"answer {resolution.source} would be rejected by installer {versions}",
+                        code=422,
+                        reason=reason,
+                        file=resolution.source,
+                        **identity,
+                    )
+                    return json_body(
+                        request,
+                        {
+                            "error": reason,
+                            "file": resolution.source,
+                            "installer_version": str(versions),
+                            "findings": [f.as_json() for f in findings],
+                        },
+                        422,
+                    )
+            # One log line per answer: what was served, and what the check found.
+            if rejected:
+                log.warn(
+                    "{request_summary}: served {source}, which installer {versions} would "
+                    "reject (--answer-check warn): {problems}",
+                    source=resolution.source,
+                    versions=str(versions),
+                    problems=problems,
+                    outcome="served",
+                    **fields,
+                )
+            else:
+                warnings = "; ".join(f.describe(resolution.source) for f in findings)
+                log.info(
+                    "{request_summary}: served {source}{warnings}",
+                    source=resolution.source,
+                    warnings=f" (for installer {versions}: {warnings})" if warnings else "",
+                    outcome="served",
+                    **fields,
+                )
             self.metrics.answers.labels("served").inc()
             await self._record(
                 mac,
@@ -344,8 +400,11 @@ class PxePilotRoutes:
         refused = self._refuse_admin(request)
         if refused is not None:
             return refused
+        versions = _versions_asked(request)
+        if isinstance(versions, bytes):
+            return versions
         try:
-            report = self.answers.inspect()
+            report = self.answers.inspect(versions)
             report["boot_settings"] = inspect_sidecars(self.answers.files, self.answers.listing())
         except AnswersUnavailable as e:
             return json_body(request, {"error": str(e)}, 503)
@@ -456,7 +515,9 @@ class PxePilotRoutes:
     @app.route("/hosts/<string:mac_text>", methods=["GET"])
     async def host(self, request: IRequest, mac_text: str) -> bytes:
         """
-        The answer file a machine with this MAC address would receive.
+        The answer file a machine with this MAC address would receive, with what the
+        installer (C{?installer-version=}, the newest known by default) would find wrong
+        in it: as headers on the TOML, or as JSON for a client that accepts JSON.
         """
         refused = self._refuse_admin(request)
         if refused is not None:
@@ -465,11 +526,31 @@ class PxePilotRoutes:
             mac = MacAddress.parse(mac_text)
         except MacAddressError:
             return json_body(request, {"error": f"{describe(mac_text)} is not a MAC address"}, 400)
+        versions = _versions_asked(request)
+        if isinstance(versions, bytes):
+            return versions
         try:
             resolution = await self.answers.resolve([mac])
         except AnswersUnavailable as e:
             return json_body(request, {"error": str(e)}, 503)
         if isinstance(resolution, Served):
+            findings = lint_range(resolution.data, versions)
+            found = errors(findings)
+            if "application/json" in (_header(request, b"accept") or ""):
+                return json_body(
+                    request,
+                    {
+                        "mac": str(mac),
+                        "file": resolution.source,
+                        "installer_version": str(versions),
+                        "accepted": not found,
+                        "findings": [f.as_json() for f in findings],
+                        "answer": resolution.data.decode("utf-8"),
+                    },
+                )
+            request.setHeader(b"x-pxe-pilot-installer-version", str(versions).encode())
+            request.setHeader(b"x-pxe-pilot-errors", str(len(found)).encode())
+            request.setHeader(b"x-pxe-pilot-warnings", str(len(findings) - len(found)).encode())
             return toml_body(request, resolution)
         if isinstance(resolution, Invalid):
             return json_body(request, _invalid_json(resolution), 422)
@@ -666,6 +747,25 @@ def _describe_installer(client: str, installer: InstallerRequest) -> dict[str, A
             f"answer request from {client} ({product} {release}; MACs {', '.join(macs)}{skipped})"
         ),
     }
+
+
+def _versions_asked(request: IRequest) -> VersionRange | bytes:
+    """
+    The installer version a request asks about (C{?installer-version=9.1}); the newest
+    known when it names none.
+    """
+    text = _query(request, b"installer-version")
+    if not text:
+        return VersionRange.exactly(InstallerVersion(NEWEST.major, NEWEST.minor))
+    try:
+        return VersionRange.exactly(InstallerVersion.parse(text))
+    except ValueError as e:
+        return json_body(request, {"error": str(e)}, 400)
+
+
+def _header(request: IRequest, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if value is not None else None
 
 
 def _utc(at: float | None) -> str:
