@@ -40,7 +40,23 @@ class Guest:
 
     @property
     def answer(self) -> str:
-        text = f'[global]\nkeyboard = "en-us"\n# answer for {self.name} ({self.mac})\n'
+        # A whole answer that the 9.1 installer the fake one claims to be accepts:
+        # pxe-pilot checks it before serving it.
+        text = (
+            f"# answer for {self.name} ({self.mac})\n"
+            "[global]\n"
+            'keyboard = "en-us"\n'
+            'country = "us"\n'
+            f'fqdn = "{self.name}.lab.test"\n'
+            'mailto = "ops@lab.test"\n'
+            'timezone = "UTC"\n'
+            'root-password = "lab-password"\n'
+            "\n[network]\n"
+            'source = "from-dhcp"\n'
+            "\n[disk-setup]\n"
+            'filesystem = "ext4"\n'
+            'disk-list = ["sda"]\n'
+        )
         if self.reports:
             text += f'\n[post-installation-webhook]\nurl = "{WEBHOOK_URL}"\n'
         return text
