@@ -101,9 +101,10 @@ class _Counted(Resource):
     def render(self, request: IRequest) -> Any:
         route = route_label(getattr(request, "postpath", []))
 
-        def count(result: object) -> object:
+        def count(result: object) -> None:
+            # A connection lost before the response ended still counts; its failure is
+            # no error of ours (returning it would log it as unhandled).
             self._counter.labels(route, str(getattr(request, "code", 0))).inc()
-            return result
 
         cast(Request, request).notifyFinish().addBoth(count)
         return self._inner.render(request)

@@ -7,6 +7,7 @@ any other transport.
 from __future__ import annotations
 
 import email.utils
+import gc
 import hashlib
 import os
 import socket
@@ -21,9 +22,11 @@ from attrs import frozen
 from treq.client import HTTPClient
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import maybeDeferred
+from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogEvent
+from twisted.logger import LogEvent, LogLevel
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
@@ -695,6 +698,24 @@ def start_paused(resource: IResource) -> PausingTransport:
 def body_of(transport: StringTransport) -> bytes:
     raw: bytes = transport.value()
     return raw.partition(b"\r\n\r\n")[2]
+
+
+def test_download_broken_off_is_no_error(
+    resource: IResource, large: tuple[Path, bytes], events: list[LogEvent]
+) -> None:
+    """
+    A machine that drops its connection mid-download (powered off, rebooted) is
+    counted and forgotten: no unhandled error is logged for it.
+    """
+    channel = connect(resource, PausingTransport())
+    channel.dataReceived(b"GET /assets/proxmox-ve/9.1-1/initrd HTTP/1.1\r\nHost: x\r\n\r\n")
+    channel.connectionLost(Failure(ConnectionLost("the machine went away")))
+    gc.collect()
+    critical = [e for e in events if e.get("log_level") == LogLevel.critical]
+    assert critical == []
+    # The request was still counted, by route and the status it was answered with.
+    metrics = exchange(resource, b"/metrics").body.decode()
+    assert 'pxepilot_http_requests_total{route="assets",status="200"} 1.0' in metrics
 
 
 def test_written_as_the_transport_takes_it(resource: IResource, large: tuple[Path, bytes]) -> None:

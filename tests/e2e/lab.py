@@ -180,7 +180,8 @@ if [ -n "$hook" ]; then
     report='{"$schema":{"version":"1.2"},"debian-version":"13.1",'
     report="$report"'"product":{"fullname":"Proxmox VE","short":"pve","version":"9.1.1"},'
     report="$report"'"iso":{"release":"9.1","isorelease":"1"},"boot-info":{"mode":"'"$mode"'"},'
-    report="$report"'"fqdn":"pve-'"$(echo "$mac" | tr -d :)"'.lab.test","filesystem":"ext4",'
+    fqdn=$(sed -n 's/^fqdn *= *"\(.*\)"/\1/p' /tmp/answer | head -n 1)
+    report="$report"'"fqdn":"'"${fqdn:-unknown.invalid}"'","filesystem":"ext4",'
     report="$report"'"network-interfaces":[{"name":"'"$iface"'","mac":"'"$mac"'",'
     report="$report"'"address":"'"$address"'","is-management":true}]}'
     if wget -q -O /tmp/hook --header "Content-Type: application/json; charset=utf-8" \

@@ -170,7 +170,7 @@ def test_installed_host_boots_locally_until_reinstalled(pxe_lab: Lab) -> None:
     assert f'{lab.WEBHOOK_SENT} {{"mac":"{REPORTING.mac}","state":"installed"}}' in console
     installed = state_of(REPORTING)
     assert installed["state"] == "installed", installed["text"]
-    fqdn = f"pve-{REPORTING.mac.replace(':', '')}.lab.test"
+    fqdn = f"{REPORTING.name}.lab.test"  # from its answer, as the installer reports it
     listing = lab.pxe_pilot_command("hosts")
     row = next(line for line in listing.stdout.splitlines() if line.startswith(REPORTING.mac))
     assert fqdn in row and "10.99.0." in row, listing.stdout
