@@ -113,7 +113,9 @@ class Finding:
 
 # -- the schema
 
-Check = Callable[[Any, "Context"], "str | None"]
+# What is wrong with a value; or what is wrong and what to write instead.
+Problem = str | tuple[str, str] | None
+Check = Callable[[Any, "Context"], Problem]
 
 
 @frozen
@@ -248,11 +250,15 @@ def _email(value: Any, context: Context) -> str | None:
     return None
 
 
-def _country(value: Any, context: Context) -> str | None:
+def _country(value: Any, context: Context) -> Problem:
     if value in COUNTRIES:
         return None
-    hint = " (lower case)" if value.lower() in COUNTRIES else ""
-    return f"{value!r} is not an ISO 3166-1 alpha-2 country code{hint}"
+    if value.lower() in COUNTRIES:
+        return (
+            f"{value!r} is not an ISO 3166-1 alpha-2 country code (lower case)",
+            f"write {value.lower()!r}",
+        )
+    return f"{value!r} is not an ISO 3166-1 alpha-2 country code"
 
 
 def _timezone(value: Any, context: Context) -> str | None:
@@ -273,6 +279,13 @@ def _hashed(value: Any, context: Context) -> str | None:
     return None
 
 
+def _globs(value: Any, context: Context) -> str | None:
+    for name, glob in value.items():
+        if not isinstance(glob, str):
+            return f"filter.{name} must be a string (a glob), not {_type_name(glob)}"
+    return None
+
+
 def _ssh_key(value: Any, context: Context) -> str | None:
     for key in value:
         if len(key.split()) < 2:
@@ -288,13 +301,13 @@ def _address(value: Any, context: Context) -> str | None:
     return None
 
 
-def _cidr(value: Any, context: Context) -> str | None:
+def _cidr(value: Any, context: Context) -> Problem:
     try:
         ipaddress.ip_interface(value)
     except ValueError:
         return f"{value!r} is not an address with its prefix length, such as 192.0.2.10/24"
     if "/" not in value:
-        return f"{value!r} needs its prefix length, such as {value}/24"
+        return f"{value!r} needs its prefix length", f"such as {value + '/24'!r}"
     return None
 
 
@@ -325,13 +338,13 @@ _RAID_BTRFS = ("raid0", "raid1", "raid10")
 
 
 def _raid(levels: tuple[str, ...]) -> Check:
-    def check(value: Any, context: Context) -> str | None:
+    def check(value: Any, context: Context) -> Problem:
         if value in levels:
             return None
         if value.lower() in levels:
             if context.version >= V("8.3.3"):
                 return None
-            return f"upper-case {value!r} needs installer 8.3.3; write {value.lower()!r}"
+            return f"upper-case {value!r} needs installer 8.3.3", f"write {value.lower()!r}"
         return f"{value!r} is not one of {', '.join(levels)}"
 
     return check
@@ -398,7 +411,7 @@ SCHEMA = Key(
                 Key("cidr", "string", check=_cidr),
                 Key("dns", "string", check=_address),
                 Key("gateway", "string", check=_address),
-                Key("filter", "table"),
+                Key("filter", "table", check=_globs),
                 Key(
                     "interface-name-pinning",
                     "section",
@@ -413,7 +426,7 @@ SCHEMA = Key(
             keys=(
                 Key("filesystem", "string", values=_words("ext4", "xfs", "zfs", "btrfs")),
                 Key("disk-list", "strings", kebab_from=V("8.4"), snake=True),
-                Key("filter", "table"),
+                Key("filter", "table", check=_globs),
                 Key(
                     "filter-match",
                     "string",
@@ -547,6 +560,14 @@ def _type_problem(kind: str, value: Any) -> str | None:
 # -- where keys are in the text
 
 
+_BASIC_STRING = r'"(?:[^"\\]|\\.)*"'
+_LITERAL_STRING = r"'[^']*'"
+_KEY_PART = rf"{_BASIC_STRING}|{_LITERAL_STRING}|[A-Za-z0-9_-]+"
+_DOTTED_KEY = rf"(?:{_KEY_PART})(?:\s*\.\s*(?:{_KEY_PART}))*"
+_HEADER = re.compile(rf"\[\[?\s*({_DOTTED_KEY})\s*\]")
+_ASSIGNMENT = re.compile(rf"({_DOTTED_KEY})\s*=\s*(.*)")
+
+
 def key_lines(text: str) -> dict[str, int]:
     """
     The line of every key and table header in a TOML document, by dotted path (first
@@ -557,7 +578,9 @@ def key_lines(text: str) -> dict[str, int]:
     table: list[str] = []
     in_string: str | None = None
     depth = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # TOML ends lines at "\n" only; str.splitlines() would also split at characters
+    # such as U+2028 that strings and quoted keys may hold.
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         if in_string is not None:
             if in_string in line:
@@ -568,12 +591,14 @@ def key_lines(text: str) -> dict[str, int]:
             continue
         if not line or line.startswith("#"):
             continue
-        header = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?", line)
+        header = _HEADER.match(line)
         if header:
             table = _split_key(header.group(1))
-            lines.setdefault(".".join(table), number)
+            # [a.b.c] defines a and a.b too, when no earlier line did.
+            for end in range(1, len(table) + 1):
+                lines.setdefault(".".join(table[:end]), number)
             continue
-        assignment = re.match(r"^((?:\"[^\"]*\"|'[^']*'|[A-Za-z0-9_.\-\s])+?)\s*=\s*(.*)$", line)
+        assignment = _ASSIGNMENT.match(line)
         if not assignment:
             continue
         path = [*table, *_split_key(assignment.group(1))]
@@ -589,12 +614,24 @@ def key_lines(text: str) -> dict[str, int]:
 
 
 def _split_key(text: str) -> list[str]:
-    parts = re.findall(r"\"([^\"]*)\"|'([^']*)'|([^.\s]+)", text)
-    return [next(p for p in part if p) if any(part) else "" for part in parts]
+    return [_unquote(part) for part in re.findall(_KEY_PART, text)]
+
+
+def _unquote(part: str) -> str:
+    if part.startswith("'"):
+        return part[1:-1]
+    if part.startswith('"'):
+        # Escapes as TOML reads them (\", \\, \t, \u00e9, ...).
+        try:
+            return str(tomllib.loads(f"k = {part}")["k"])
+        except tomllib.TOMLDecodeError:
+            return part[1:-1]
+    return part
 
 
 def _bracket_balance(text: str) -> int:
-    without_strings = re.sub(r"\"(?:[^\"\\]|\\.)*\"|'[^']*'", "", text.split("#")[0])
+    # Strings first: a '#' or a bracket in a string is neither a comment nor a bracket.
+    without_strings = re.sub(rf"{_BASIC_STRING}|{_LITERAL_STRING}", "", text).split("#")[0]
     return without_strings.count("[") - without_strings.count("]")
 
 
@@ -632,6 +669,8 @@ class _Checker:
         """
         version = self.context.version
         values: dict[str, Any] = {}
+        # Keys given so far, by kebab-case name, whether their values were valid or not.
+        given: set[str] = set()
         for name, value in table.items():
             written = f"{self.spelled.get(path, path)}.{name}" if path else name
             key = spec.child(name)
@@ -643,10 +682,11 @@ class _Checker:
             self.spelled[where] = written
             spellings = key.spellings(version)
             if not spellings:
+                # Worded alike for every version, so that a range's ends agree on it.
                 self.add(
                     "error",
                     where,
-                    f"needs installer {key.since} or later (this is {label(version)})",
+                    f"needs installer {key.since} or later",
                     "remove it, or install with a newer ISO",
                     written,
                 )
@@ -656,7 +696,9 @@ class _Checker:
                 self.add(
                     "error",
                     where,
-                    f"installer {label(version)} does not know the spelling {name!r}",
+                    f"installer {label(version)} does not know the spelling {name!r}"
+                    if name == key.name
+                    else f"no installer knows the spelling {name!r}",
                     f"write {other!r}",
                     written,
                 )
@@ -669,18 +711,22 @@ class _Checker:
                     f"write {key.name!r}",
                     written,
                 )
-            if key.name in values:
+            if key.name in given:
                 self.add(
                     "error", where, f"{key.name} is given twice (in both spellings)", "", written
                 )
                 continue
-            problem = _type_problem(key.kind, value)
+            given.add(key.name)
+            problem: Problem = _type_problem(key.kind, value)
             if problem is None and key.values is not None and value not in key.values:
                 problem = f"{value!r} is not one of {', '.join(sorted(key.values))}"
+                if value.lower() in key.values:
+                    problem = problem, f"write {value.lower()!r}"
             if problem is None and key.check is not None:
                 problem = key.check(value, self.context)
             if problem is not None:
-                self.add("error", where, problem, "", written)
+                message, fix = problem if isinstance(problem, tuple) else (problem, "")
+                self.add("error", where, message, fix, written)
                 continue
             values[key.name] = value
             if key.kind == "section":
@@ -726,7 +772,7 @@ def lint_document(document: Mapping[str, Any], text: str, context: Context) -> l
     first_boot = top.get("first-boot")
     if isinstance(first_boot, dict):
         checker.required("first-boot", "source")
-        if first_boot.get("source") == "from-url" and "url" not in first_boot:
+        if first_boot.get("source") == "from-url" and "first-boot.url" not in checker.present:
             checker.add("error", "first-boot.url", 'is required with source = "from-url"')
     return sorted(checker.findings, key=lambda f: (f.line or 0, f.severity != "error", f.key))
 
@@ -738,8 +784,16 @@ def _global_rules(checker: _Checker, values: Mapping[str, Any]) -> None:
         k for k in ("root-password", "root-password-hashed") if f"global.{k}" in checker.present
     ]
     if not passwords:
-        spelled = "root_password" if version < V("8.4") else "root-password"
-        checker.add("error", "global.root-password", f"{spelled} (or its hashed form) is required")
+        forms = ["root-password"] + (["root-password-hashed"] if version >= V("8.2.7") else [])
+        if version < V("8.4"):
+            forms = [form.replace("-", "_") for form in forms]
+        # The message is the same for every version, so that a range's ends agree on it.
+        checker.add(
+            "error",
+            "global.root-password",
+            "is required (or its hashed form)",
+            f"add {' or '.join(forms)}",
+        )
     elif len(passwords) == 2:
         checker.add(
             "error",
@@ -751,22 +805,26 @@ def _global_rules(checker: _Checker, values: Mapping[str, Any]) -> None:
 
 def _network_rules(checker: _Checker, values: Mapping[str, Any], raw: Any) -> None:
     version = checker.context.version
-    source = values.get("source")
-    if source is None and version >= V("9.2"):
+    present = checker.present
+    if "network.source" not in present and version >= V("9.2"):
         checker.add(
             "error",
             "network.source",
             "is required from installer 9.2",
             'add source = "from-dhcp" (or "from-answer" with cidr, dns, gateway, filter)',
         )
-    static = [k for k in ("cidr", "dns", "gateway", "filter") if k in values]
+    # Without a source the installer (up to 9.1) takes DHCP; with a wrong one (reported
+    # already) which keys belong is unknown. Keys given a wrong value count as given:
+    # they are reported as such, not as missing too.
+    source = values.get("source") if "network.source" in present else "from-dhcp"
+    static = [k for k in ("cidr", "dns", "gateway", "filter") if f"network.{k}" in present]
     if source == "from-answer":
         for name in ("cidr", "dns", "gateway", "filter"):
-            if name not in values:
+            if f"network.{name}" not in present:
                 checker.add("error", f"network.{name}", 'is required with source = "from-answer"')
         if isinstance(values.get("filter"), dict) and not values["filter"]:
             checker.add("error", "network.filter", "needs at least one udev property")
-    elif static:
+    elif source == "from-dhcp" and static:
         checker.add(
             "error",
             f"network.{static[0]}",
@@ -775,7 +833,7 @@ def _network_rules(checker: _Checker, values: Mapping[str, Any], raw: Any) -> No
         )
     pinning = values.get("interface-name-pinning")
     if isinstance(pinning, dict):
-        if "enabled" not in pinning:
+        if "network.interface-name-pinning.enabled" not in checker.present:
             checker.add("error", "network.interface-name-pinning.enabled", "is required")
         mapping = pinning.get("mapping", {})
         names: dict[str, str] = {}
@@ -854,9 +912,13 @@ def _disk_rules(checker: _Checker, values: Mapping[str, Any]) -> None:
     elif filesystem in ("zfs", "btrfs"):
         wrong = sorted(options - {filesystem})
         settings = values.get(filesystem)
-        if not isinstance(settings, dict) or "raid" not in settings:
-            checker.add("error", f"disk-setup.{filesystem}.raid", f"is required for {filesystem}")
-        else:
+        if f"disk-setup.{filesystem}.raid" not in present:
+            # Unless [disk-setup.zfs] itself is wrong (not a table), and said so.
+            if f"disk-setup.{filesystem}" not in present or isinstance(settings, dict):
+                checker.add(
+                    "error", f"disk-setup.{filesystem}.raid", f"is required for {filesystem}"
+                )
+        elif isinstance(settings, dict) and "raid" in settings:
             level = str(settings["raid"]).lower()
             needed = MIN_DISKS.get(level, 1)
             if disk_list is not None and len(disk_list) < needed:
@@ -911,10 +973,22 @@ def lint_range(data: bytes, versions: VersionRange, product: str | None = None) 
     if versions.high == versions.low:
         return low
     high = lint(data, versions.high, product)
-    both = [f for f in low if f in high]
+    # The same problem at both ends may come with a different fix (each end spells the
+    # key it suggests its own way); the low end's works at both, as snake_case is
+    # accepted from 8.2 to 9.x.
+    only_high = list(high)
+    both: list[Finding] = []
+    only_low: list[Finding] = []
+    for finding in low:
+        same = next((f for f in only_high if _problem(f) == _problem(finding)), None)
+        if same is None:
+            only_low.append(finding)
+        else:
+            only_high.remove(same)
+            both.append(finding)
     merged = list(both)
-    for finding, end in [(f, versions.low) for f in low if f not in high] + [
-        (f, versions.high) for f in high if f not in low
+    for finding, end in [(f, versions.low) for f in only_low] + [
+        (f, versions.high) for f in only_high
     ]:
         if finding.severity == "error":
             merged.append(
@@ -926,14 +1000,22 @@ def lint_range(data: bytes, versions: VersionRange, product: str | None = None) 
                     finding.line,
                 )
             )
-        elif finding not in merged:
+        elif all(_problem(f) != _problem(finding) for f in merged):
             merged.append(finding)
     return sorted(merged, key=lambda f: (f.line or 0, f.severity != "error", f.key))
 
 
-# Installers are shared: Backup Server X.Y ships the installer of Proxmox VE (X+5).Y,
-# Mail Gateway follows Proxmox VE's numbers.
-_RELEASE_OFFSET = {"pve": 0, "pmg": 0, "pbs": 5}
+def _problem(finding: Finding) -> tuple[str, str, str, int | None]:
+    """
+    What a finding says is wrong, and where, without what to do about it.
+    """
+    return finding.severity, finding.key, finding.message, finding.line
+
+
+# Installers are shared: Backup Server X.Y ships the installer of Proxmox VE (X+5).Y.
+# Mail Gateway's releases do not follow them (its 9.1 ISO has the 9.2 installer), so
+# its requests, like Datacenter Manager's, are judged by their shape alone.
+_RELEASE_OFFSET = {"pve": 0, "pbs": 5}
 
 
 def installer_versions(installer: InstallerRequest, accept: str | None = None) -> VersionRange:
