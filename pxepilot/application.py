@@ -13,8 +13,10 @@ application::
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from attrs import define, field
 from twisted.application.service import IService, MultiService
@@ -27,6 +29,7 @@ from pxepilot.answers.files import DirectoryAnswerFiles
 from pxepilot.answers.service import AnswerService
 from pxepilot.boot.tftp import BootFiles, tftp_base_url
 from pxepilot.config import Config
+from pxepilot.dhcp.service import ProxyDHCPHealth, ProxyDHCPService
 from pxepilot.health import AnswersHealth, AssetsHealth, Disabled, HostsHealth, IHealthCheck
 from pxepilot.hosts.ledger import HostLedger, WorkerThread, run_here
 from pxepilot.hosts.neighbours import arp_table_lookup
@@ -110,6 +113,14 @@ class PxePilot:
             checks.append(TFTPHealth(tftp, config.tftp_root))
         else:
             checks.append(Disabled("tftp"))
+        if config.proxy_dhcp:
+            proxy = ProxyDHCPService(self.reactor, self._boot_script_url, self._own_address)
+            proxy.setName("proxy-dhcp")
+            proxy.setServiceParent(self.service)
+            checks.append(ProxyDHCPHealth(proxy))
+            self.metrics.watch_proxy_dhcp(proxy.outcomes)
+        else:
+            checks.append(Disabled("proxy_dhcp"))
         routes = PxePilotRoutes(
             answers=self.answers,
             config=config,
@@ -150,6 +161,22 @@ class PxePilot:
         service = TFTPService(self.reactor, server, config.tftp_port, config.interface or "")
         service.setName("tftp")
         return service
+
+    def _boot_script_url(self, local: str) -> str:
+        base = self.config.public_url or f"http://{local}:{self._http_port()}/"
+        return f"{base}boot.ipxe"
+
+    def _own_address(self) -> str | None:
+        """
+        pxe-pilot's address where the system cannot say which one a request came to.
+        """
+        if self.config.interface and ":" not in self.config.interface:
+            return self.config.interface
+        host = urlsplit(self.config.public_url or "").hostname
+        try:
+            return str(ipaddress.IPv4Address(host or ""))
+        except ValueError:
+            return None
 
     def _http_port(self) -> int:
         return self.http_port() if self.http_port is not None else self.config.port

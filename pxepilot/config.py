@@ -80,6 +80,8 @@ class Config:
     @ivar answer_token: When set, C{POST /answer} needs it as a bearer token.
     @ivar answer_check: What happens to an answer file the asking installer would
         reject: C{refuse} (422, with the findings) or C{warn} (served, findings logged).
+    @ivar proxy_dhcp: Whether to answer PXE clients' DHCP requests with boot
+        information (UDP 67 and 4011), next to the network's own DHCP server.
     """
 
     answers_dir: Path = field(default=Path("answers"), converter=Path)
@@ -108,6 +110,7 @@ class Config:
     admin_token: str | None = field(default=None, repr=False)
     answer_token: str | None = field(default=None, repr=False)
     answer_check: str = "refuse"
+    proxy_dhcp: bool = False
 
     def http_endpoint(self) -> str:
         """
@@ -491,6 +494,15 @@ SETTINGS: tuple[Setting, ...] = (
         parse_answer_check,
         metavar="POLICY",
     ),
+    Setting(
+        "proxy_dhcp",
+        "proxy-dhcp",
+        "PXE_PILOT_PROXY_DHCP",
+        "false",
+        "answer PXE clients' DHCP with boot information (proxyDHCP, UDP 67 and 4011)",
+        parse_bool,
+        flag=True,
+    ),
 )
 
 
@@ -531,6 +543,11 @@ def load_config(options: Mapping[str, object], environ: Mapping[str, str]) -> Co
     directories = [("answers", config.answers_dir), ("assets", config.assets_dir)]
     if config.boot_enabled:
         directories.append(("tftp-root", config.tftp_root))
+    if config.proxy_dhcp and not config.boot_enabled:
+        raise ConfigError(
+            f"{sources.get('proxy-dhcp', '--proxy-dhcp')}: proxyDHCP sends machines to "
+            "pxe-pilot's TFTP server, which needs --boot"
+        )
     if config.state_dir.exists() and not config.state_dir.is_dir():
         raise ConfigError(f"{sources['state']}: {config.state_dir} is not a directory")
     for option, path in directories:

@@ -75,6 +75,16 @@ class Metrics:
     def watch_tftp(self, server: Callable[[], TFTPServer | None]) -> None:
         self.registry.register(_TFTPCollector(server))
 
+    def watch_proxy_dhcp(self, outcomes: Mapping[str, int]) -> None:
+        self.registry.register(
+            _CountsCollector(
+                "pxepilot_proxy_dhcp_packets",
+                "proxyDHCP packets by outcome (offered, acked, not-pxe, unsupported-arch, "
+                "ignored, malformed)",
+                outcomes,
+            )
+        )
+
     def watch_downloads(self, active: Callable[[], int]) -> None:
         self.registry.register(
             _Gauge("pxepilot_asset_downloads_active", "Asset downloads now", active)
@@ -118,6 +128,19 @@ class _Gauge(Collector):
 
     def collect(self) -> Iterable[Metric]:
         yield GaugeMetricFamily(self._name, self._documentation, value=self._read())
+
+
+class _CountsCollector(Collector):
+    def __init__(self, name: str, documentation: str, counts: Mapping[str, int]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=["outcome"])
+        for outcome, number in sorted(self._counts.items()):
+            family.add_metric([outcome], number)
+        yield family
 
 
 class _LedgerCollector(Collector):

@@ -47,6 +47,7 @@ def test_defaults(dirs: Path) -> None:
         admin_token=None,
         answer_token=None,
         answer_check="refuse",
+        proxy_dhcp=False,
     )
     assert config.answers_dir.is_absolute()
 
@@ -83,6 +84,7 @@ def test_environment_sets_every_setting(dirs: Path) -> None:
         "PXE_PILOT_ADMIN_TOKEN": "admin-token-0123456789",
         "PXE_PILOT_ANSWER_TOKEN": "answer-token-0123456789",
         "PXE_PILOT_ANSWER_CHECK": "Warn",
+        "PXE_PILOT_PROXY_DHCP": "yes",
     }
     assert set(environ) == {s.env for s in SETTINGS}
     config = load_config({}, environ)
@@ -115,6 +117,7 @@ def test_environment_sets_every_setting(dirs: Path) -> None:
         admin_token="admin-token-0123456789",
         answer_token="answer-token-0123456789",
         answer_check="warn",
+        proxy_dhcp=True,
     )
 
 
@@ -131,6 +134,18 @@ def test_tokens_are_checked_and_never_shown(dirs: Path) -> None:
     config = load_config({}, {"PXE_PILOT_ANSWER_TOKEN": "  sekrit-0123456789abcdef  "})
     assert config.answer_token == "sekrit-0123456789abcdef"
     assert "sekrit" not in repr(config)
+
+
+def test_proxy_dhcp_needs_the_tftp_server(dirs: Path) -> None:
+    """
+    proxyDHCP sends firmware to pxe-pilot's TFTP server: without --boot, start-up stops
+    with one line saying so.
+    """
+    with pytest.raises(ConfigError, match="--proxy-dhcp: .* needs --boot"):
+        load_config({"proxy-dhcp": True}, {})
+    with pytest.raises(ConfigError, match="PXE_PILOT_PROXY_DHCP: .* needs --boot"):
+        load_config({}, {"PXE_PILOT_PROXY_DHCP": "true"})
+    assert load_config({"proxy-dhcp": True, "boot": True}, {}).proxy_dhcp
 
 
 def test_state_directory_must_be_a_directory(dirs: Path) -> None:

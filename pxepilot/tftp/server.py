@@ -14,13 +14,11 @@ import errno
 import ipaddress
 import select
 import socket
-import struct
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from attrs import Factory, define, field, frozen
-from twisted.internet import udp
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import (
@@ -59,9 +57,6 @@ log = logger(__name__)
 
 Address = tuple[str, int]
 
-# Linux's IP_PKTINFO; Python 3.11's socket module does not name it.
-_IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
-_PKTINFO = struct.Struct("=i4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
 
 _UNKNOWN_TID = encode_error(ErrorCode.UNKNOWN_TRANSFER_ID, "Unknown transfer ID")
 
@@ -161,51 +156,6 @@ class TransferSocket:
 
     def connectionLost(self, reason: object) -> None:
         self.stopListening()
-
-
-class RequestPort(udp.Port):
-    """
-    The request port. Bound to all addresses, it reads each datagram with the address
-    it was sent to (C{IP_PKTINFO}), so that the reply can come from that address.
-    """
-
-    _pktinfo = False
-
-    def _bindSocket(self) -> None:
-        super()._bindSocket()
-        if self.addressFamily == socket.AF_INET and self.interface in ("", "0.0.0.0"):
-            try:
-                self.socket.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
-                self._pktinfo = True
-            except OSError:
-                self._pktinfo = False
-
-    def doRead(self) -> None:
-        if not self._pktinfo:
-            super().doRead()
-            return
-        for _ in range(64):
-            try:
-                data, ancillary, _flags, address = self.socket.recvmsg(
-                    self.maxPacketSize, socket.CMSG_SPACE(_PKTINFO.size)
-                )
-            except (BlockingIOError, InterruptedError):
-                return
-            except ConnectionRefusedError:
-                continue
-            local = None
-            for level, kind, payload in ancillary:
-                if level == socket.IPPROTO_IP and kind == _IP_PKTINFO:
-                    _index, spec_dst, header_dst = _PKTINFO.unpack(payload[: _PKTINFO.size])
-                    local = (socket.inet_ntoa(spec_dst), socket.inet_ntoa(header_dst))
-            protocol: TFTPServer = self.protocol
-            try:
-                if local is None:
-                    protocol.datagramReceived(data, address)
-                else:
-                    protocol.requestReceived(data, address, local[0], local[1])
-            except Exception:
-                log.failure("TFTP request from {client} could not be handled", client=address)
 
 
 PortOpener = Callable[[DatagramProtocol, str], IListeningPort]
@@ -417,6 +367,11 @@ class TFTPServer(DatagramProtocol):
     def datagramReceived(self, datagram: bytes, addr: Address) -> None:
         local = self.interface if self.interface not in ("", "0.0.0.0", "::") else ""
         self.requestReceived(datagram, addr, local, local)
+
+    def addressedDatagramReceived(
+        self, datagram: bytes, client: Address, local: str, destination: str, interface: int
+    ) -> None:
+        self.requestReceived(datagram, client, local, destination)
 
     def requestReceived(
         self, datagram: bytes, client: Address, local: str, destination: str

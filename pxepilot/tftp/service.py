@@ -15,7 +15,8 @@ from zope.interface import implementer
 
 from pxepilot.health import ComponentHealth, IHealthCheck
 from pxepilot.listening import ListeningService
-from pxepilot.tftp.server import RequestPort, TFTPServer
+from pxepilot.tftp.server import TFTPServer
+from pxepilot.udp import AddressedPort
 
 
 class TFTPService(ListeningService):
@@ -33,8 +34,8 @@ class TFTPService(ListeningService):
         self.port_number = port
         self.interface = interface
 
-    def _listen(self) -> RequestPort:
-        port = RequestPort(self.port_number, self.server, self.interface, reactor=self._reactor)
+    def _listen(self) -> AddressedPort:
+        port = AddressedPort(self.port_number, self.server, self.interface, reactor=self._reactor)
         port.startListening()
         return port
 

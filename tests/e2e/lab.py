@@ -25,7 +25,8 @@ import pytest
 from builder import cpio
 from builder.testing import make_iso, proxmox_files
 
-NETNS = "pxe-pilot-lab"
+# One namespace per test process: runs side by side (two checkouts, say) never meet.
+NETNS = f"pxe-pilot-lab-{os.getpid()}"
 BRIDGE_ADDRESS = "10.99.0.1"
 CACHE = Path(os.environ.get("PXE_PILOT_E2E_CACHE", "/var/cache/pxe-pilot-e2e"))
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -423,6 +424,51 @@ def qemu(directory: Path, name: str, firmware: str, mac: str, tap_name: str) -> 
             f"virtio-net-pci,netdev=n0,mac={mac},romfile=",
         ]
     return Process(name, netns(*args), directory)
+
+
+DHCP_NETNS = f"{NETNS}-dhcp"
+DHCP_SERVER_ADDRESS = "10.99.0.2"
+
+
+@contextmanager
+def other_dhcp_server(directory: Path) -> Iterator[Process]:
+    """
+    The network's own DHCP server on another host (a namespace of its own, on the
+    lab's bridge through a veth pair): addresses only, no boot information at all.
+    """
+    run("ip", "netns", "del", DHCP_NETNS, check=False)
+    run("ip", "netns", "add", DHCP_NETNS)
+    try:
+        run(*netns("ip", "link", "add", "veth-dhcp", "type", "veth", "peer", "name", "eth0"))
+        run(*netns("ip", "link", "set", "eth0", "netns", DHCP_NETNS))
+        run(*netns("ip", "link", "set", "veth-dhcp", "master", "br0"))
+        run(*netns("ip", "link", "set", "veth-dhcp", "up"))
+        inside = ["ip", "netns", "exec", DHCP_NETNS]
+        run(*inside, "ip", "link", "set", "lo", "up")
+        run(*inside, "ip", "addr", "add", f"{DHCP_SERVER_ADDRESS}/24", "dev", "eth0")
+        run(*inside, "ip", "link", "set", "eth0", "up")
+        server = Process(
+            "dhcp-server",
+            [
+                *inside,
+                "dnsmasq",
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--interface=eth0",
+                "--bind-interfaces",
+                "--dhcp-range=10.99.0.150,10.99.0.190,1h",
+                "--log-dhcp",
+                "--pid-file=",
+            ],
+            directory,
+        )
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        run("ip", "netns", "del", DHCP_NETNS, check=False)
 
 
 def pxe_pilot_command(*args: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,3 @@
+"""
+proxyDHCP: network boot without touching the network's DHCP server.
+"""
