@@ -141,9 +141,9 @@ def test_proxy_dhcp_needs_the_tftp_server(dirs: Path) -> None:
     proxyDHCP sends firmware to pxe-pilot's TFTP server: without --boot, start-up stops
     with one line saying so.
     """
-    with pytest.raises(ConfigError, match="--proxy-dhcp: .* needs --boot"):
+    with pytest.raises(ConfigError, match=r"--proxy-dhcp: .* needs --boot"):
         load_config({"proxy-dhcp": True}, {})
-    with pytest.raises(ConfigError, match="PXE_PILOT_PROXY_DHCP: .* needs --boot"):
+    with pytest.raises(ConfigError, match=r"PXE_PILOT_PROXY_DHCP: .* needs --boot"):
         load_config({}, {"PXE_PILOT_PROXY_DHCP": "true"})
     assert load_config({"proxy-dhcp": True, "boot": True}, {}).proxy_dhcp
 

@@ -204,6 +204,10 @@ class ProxyDHCPServer(DatagramProtocol):
     def addressedDatagramReceived(
         self, datagram: bytes, addr: Any, local: str, destination: str, interface: int
     ) -> None:
+        if local == "0.0.0.0":
+            # An interface without an IPv4 address: name the configured one, if any.
+            self.datagramReceived(datagram, addr)
+            return
         self._handle(datagram, addr, local, interface)
 
     def _handle(self, datagram: bytes, sender: Any, local: str, interface: int | None) -> None:

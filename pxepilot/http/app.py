@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from attrs import define, field
+from attrs import define, field, frozen
 from klein import Klein
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -73,6 +73,29 @@ SOURCE_HEADER = b"X-PXE-Pilot-Source"
 _REASONS = {422: b"Unprocessable Content", 413: b"Content Too Large"}
 
 REARM_HINT = "to install it again: pxe-pilot reinstall {mac} (or POST /hosts/{mac}/reinstall)"
+
+
+@frozen
+class Refusal:
+    """
+    Why an answer request is refused: its status, log outcome, timeline summary,
+    reason, and the file concerned.
+    """
+
+    code: int
+    outcome: str
+    summary: str
+    reason: str
+    source: str | None = None
+
+
+# The answers metric's label for each refusal's log outcome.
+_ANSWER_METRIC = {
+    "installed": "installed",
+    "rejected-answer": "rejected",
+    "invalid-answer": "invalid",
+    "no-answer": "no-answer",
+}
 
 
 def json_body(request: IRequest, data: Any, code: int = 200) -> bytes:
@@ -216,19 +239,15 @@ class PxePilotRoutes:
             reason = f"{installed.mac} was installed on {when}; " + REARM_HINT.format(
                 mac=installed.mac
             )
-            log.warn(
-                "{request_summary}: 409, {reason}", reason=reason, outcome="installed", **fields
-            )
-            self.metrics.answers.labels("installed").inc()
-            await self._record(
+            return await self._refuse_answer(
+                request,
+                Refusal(409, "installed", "answer refused: already installed", reason),
                 installed.mac,
-                EventKind.ANSWER_REFUSED,
-                "answer refused: already installed",
-                code=409,
-                reason=reason,
-                **identity,
+                {"error": reason},
+                fields,
+                identity,
+                level="warn",
             )
-            return json_body(request, {"error": reason}, 409)
 
         try:
             resolution = await self.answers.resolve(installer.macs)
@@ -251,32 +270,25 @@ class PxePilotRoutes:
                 problems = "; ".join(f.describe(resolution.source) for f in rejected)
                 reason = f"installer {versions} would reject {resolution.source}: {problems}"
                 if self.config.answer_check == "refuse":
-                    log.error(
-                        "{request_summary}: 422, {reason}",
-                        source=resolution.source,
-                        reason=reason,
-                        outcome="rejected-answer",
-                        **fields,
-                    )
-                    self.metrics.answers.labels("rejected").inc()
-                    await self._record(
-                        mac,
-                        EventKind.ANSWER_REFUSED,
-                        f"answer {resolution.source} would be rejected by installer {versions}",
-                        code=422,
-                        reason=reason,
-                        file=resolution.source,
-                        **identity,
-                    )
-                    return json_body(
+                    return await self._refuse_answer(
                         request,
+                        Refusal(
+                            422,
+                            "rejected-answer",
+                            f"answer {resolution.source} would be rejected by installer "
+                            f"{versions}",
+                            reason,
+                            resolution.source,
+                        ),
+                        mac,
                         {
                             "error": reason,
                             "file": resolution.source,
                             "installer_version": str(versions),
                             "findings": [f.as_json() for f in findings],
                         },
-                        422,
+                        fields,
+                        identity,
                     )
             # One log line per answer: what was served, and what the check found.
             if rejected:
@@ -308,33 +320,62 @@ class PxePilotRoutes:
             )
             return toml_body(request, resolution)
         if isinstance(resolution, Invalid):
-            reason = resolution.describe()
-            log.error(
-                "{request_summary}: 422, {reason}",
-                source=resolution.source,
-                reason=reason,
-                outcome="invalid-answer",
-                **fields,
-            )
-            self.metrics.answers.labels("invalid").inc()
-            await self._record(
-                mac,
-                EventKind.ANSWER_REFUSED,
+            refusal = Refusal(
+                422,
+                "invalid-answer",
                 f"answer {resolution.source} is invalid",
-                code=422,
-                reason=reason,
-                file=resolution.source,
-                **identity,
+                resolution.describe(),
+                resolution.source,
             )
-            return json_body(request, _invalid_json(resolution), 422)
+            return await self._refuse_answer(
+                request, refusal, mac, _invalid_json(resolution), fields, identity
+            )
         assert isinstance(resolution, NoAnswer)
         reason = "no host file for these MAC addresses and no default.toml"
-        log.warn("{request_summary}: 404, {reason}", reason=reason, outcome="no-answer", **fields)
-        self.metrics.answers.labels("no-answer").inc()
-        await self._record(
-            mac, EventKind.ANSWER_REFUSED, "no answer file", code=404, reason=reason, **identity
+        return await self._refuse_answer(
+            request,
+            Refusal(404, "no-answer", "no answer file", reason),
+            mac,
+            {"error": f"no answer for {fields['mac_text']}: {reason}"},
+            fields,
+            identity,
+            level="warn",
         )
-        return json_body(request, {"error": f"no answer for {fields['mac_text']}: {reason}"}, 404)
+
+    async def _refuse_answer(
+        self,
+        request: IRequest,
+        refusal: Refusal,
+        mac: MacAddress,
+        body: dict[str, Any],
+        fields: dict[str, Any],
+        identity: dict[str, Any],
+        level: str = "error",
+    ) -> bytes:
+        """
+        Refuse an answer request: one log line, the metric, the host's timeline, and
+        the body the installer prints.
+        """
+        getattr(log, level)(
+            "{request_summary}: {code}, {reason}",
+            code=refusal.code,
+            reason=refusal.reason,
+            source=refusal.source,
+            outcome=refusal.outcome,
+            **fields,
+        )
+        self.metrics.answers.labels(_ANSWER_METRIC[refusal.outcome]).inc()
+        detail = {"file": refusal.source} if refusal.source else {}
+        await self._record(
+            mac,
+            EventKind.ANSWER_REFUSED,
+            refusal.summary,
+            code=refusal.code,
+            reason=refusal.reason,
+            **detail,
+            **identity,
+        )
+        return json_body(request, body, refusal.code)
 
     def _installed(self, macs: Sequence[MacAddress]) -> Host | None:
         """

@@ -245,6 +245,32 @@ def synthetic_iso(path: Path) -> None:
     make_iso(path, proxmox_files(kernel=vmlinuz, initrd=installer_initrd(kernel)))
 
 
+ANSWER_URL = f"http://{BRIDGE_ADDRESS}:8080/answer"
+
+
+def built_assets(iso: Path, assets: Path) -> Path:
+    """
+    Boot assets made from C{iso} by the project's pxe-pilot-builder, fetching answers
+    from pxe-pilot in the lab.
+    """
+    done = subprocess.run(
+        [
+            str(VENV_BIN / "pxe-pilot-builder"),
+            "--iso",
+            str(iso),
+            "--answer-url",
+            ANSWER_URL,
+            "--output",
+            str(assets),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return assets
+
+
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(args), check=check, capture_output=True, text=True)
 

@@ -7,7 +7,6 @@ synthetic Proxmox ISO whose kernel is Debian's and whose initrd acts like the in
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from tests.e2e import lab
 
 pytestmark = pytest.mark.e2e
 
-ANSWER_URL = f"http://{lab.BRIDGE_ADDRESS}:8080/answer"
+ANSWER_URL = lab.ANSWER_URL
 WEBHOOK_URL = f"http://{lab.BRIDGE_ADDRESS}:8080/webhook"
 # Software emulation of a whole boot (firmware, iPXE, a 60 MB initrd, the kernel) takes
 # under a minute here; the bound only keeps a hung guest from hanging the run.
@@ -76,22 +75,7 @@ def pxe_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     directory = tmp_path_factory.mktemp("lab")
     iso = directory / "proxmox-ve.iso"
     lab.synthetic_iso(iso)
-    assets = directory / "assets"
-    built = subprocess.run(
-        [
-            str(lab.VENV_BIN / "pxe-pilot-builder"),
-            "--iso",
-            str(iso),
-            "--answer-url",
-            ANSWER_URL,
-            "--output",
-            str(assets),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr
+    assets = lab.built_assets(iso, directory / "assets")
     hosts = directory / "answers" / "hosts"
     hosts.mkdir(parents=True)
     for guest in (BIOS, UEFI, UEFI_SNPONLY, REPORTING):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,22 +45,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     # As Proxmox publishes them: the builder verifies the download against it.
     digest = hashlib.sha256(iso.read_bytes()).hexdigest()
     (iso_dir / "SHA256SUMS").write_text(f"{digest}  {iso.name}\n")
-    assets = directory / "assets"
-    done = subprocess.run(
-        [
-            str(lab.VENV_BIN / "pxe-pilot-builder"),
-            "--iso",
-            str(iso),
-            "--answer-url",
-            f"http://{lab.BRIDGE_ADDRESS}:8080/answer",
-            "--output",
-            str(assets),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    assets = lab.built_assets(iso, directory / "assets")
     return Built(directory, iso, assets)
 
 

@@ -7,7 +7,6 @@ BIOS and UEFI guests of the boot chain tests reach their answer.
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import attrs
 import pytest
 
 from tests.e2e import lab
-from tests.e2e.test_boot_chain import ANSWER_URL, BOOT_TIMEOUT, Guest
+from tests.e2e.test_boot_chain import BOOT_TIMEOUT, Guest
 
 pytestmark = pytest.mark.e2e
 
@@ -36,22 +35,7 @@ def proxy_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyLab]:
     directory = tmp_path_factory.mktemp("proxy-lab")
     iso = directory / "proxmox-ve.iso"
     lab.synthetic_iso(iso)
-    assets = directory / "assets"
-    built = subprocess.run(
-        [
-            str(lab.VENV_BIN / "pxe-pilot-builder"),
-            "--iso",
-            str(iso),
-            "--answer-url",
-            ANSWER_URL,
-            "--output",
-            str(assets),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr
+    assets = lab.built_assets(iso, directory / "assets")
     hosts = directory / "answers" / "hosts"
     hosts.mkdir(parents=True)
     for guest in (BIOS, UEFI):
