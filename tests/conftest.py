@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import HealthCheck, settings
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogEvent, LogLevel, globalLogPublisher
@@ -18,6 +19,12 @@ from twisted.python.failure import Failure
 from zope.interface import provider
 
 from pxepilot.logs import set_log_level
+
+# Property tests assert behaviour, never speed: a loaded CI machine must not fail them.
+# Hypothesis's own timing checks (a per-example deadline, slow input generation) are
+# off for every test.
+settings.register_profile("pxe-pilot", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("pxe-pilot")
 
 T = TypeVar("T")
 
