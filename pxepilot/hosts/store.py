@@ -7,7 +7,9 @@ calls them from one worker thread, in order, never from the reactor.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -123,6 +125,21 @@ class SQLiteHostStore:
             # open by a store nobody can use.
             self._db.close()
             raise
+        self._give_to_directory_owner()
+
+    def _give_to_directory_owner(self) -> None:
+        """
+        Opened as root (twistd binds its ports as root, then becomes another user), the
+        database files would belong to root; give them to the state directory's owner,
+        the user pxe-pilot runs as, so that it can reopen them after a restart.
+        """
+        if os.geteuid() != 0:
+            return
+        owner = self.path.parent.stat()
+        for name in (self.path.name, f"{self.path.name}-wal", f"{self.path.name}-shm"):
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                if (self.path.parent / name).stat().st_uid != owner.st_uid:
+                    os.chown(self.path.parent / name, owner.st_uid, owner.st_gid)
 
     @property
     def version(self) -> int:

@@ -513,3 +513,37 @@ def test_kill_9_at_any_moment_leaves_a_usable_database(path: Path) -> None:
                 assert hosts == []
         finally:
             store.close()
+
+
+def test_opened_as_root_the_files_go_to_the_directory_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    twistd opens the store as root before it becomes the service's user: the database
+    files are given to the state directory's owner, so that user can open them again
+    after a restart. Not as root, nothing is changed.
+    """
+    state = tmp_path / "state"
+    state.mkdir()
+    owner = state.stat()
+    changed: list[tuple[str, int, int]] = []
+    monkeypatch.setattr(os, "chown", lambda p, u, g: changed.append((Path(p).name, u, g)))
+    real_stat = Path.stat
+
+    def stat(self: Path, **kwargs: Any) -> os.stat_result:
+        result = real_stat(self, **kwargs)
+        if self.parent == state:  # as if root had created them
+            fields = list(result)
+            fields[4] = owner.st_uid + 1
+            return os.stat_result(fields)
+        return result
+
+    monkeypatch.setattr(Path, "stat", stat)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    SQLiteHostStore(state / "pxe-pilot.sqlite3").close()
+    assert changed == []
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    SQLiteHostStore(state / "pxe-pilot.sqlite3").close()
+    names = {name for name, _, _ in changed}
+    assert "pxe-pilot.sqlite3" in names
+    assert all((u, g) == (owner.st_uid, owner.st_gid) for _, u, g in changed)
