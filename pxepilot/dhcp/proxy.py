@@ -88,10 +88,15 @@ class Decision:
 
 
 def decide(
-    request: Packet, port: int, local: str, boot_script_url: Callable[[str], str]
+    request: Packet,
+    port: int,
+    local: str,
+    boot_script_url: Callable[[str], str],
+    sender: tuple[str, int],
 ) -> Decision:
     """
-    The answer to C{request}, received on C{port} at pxe-pilot's address C{local}.
+    The answer to C{request}, received on C{port} at pxe-pilot's address C{local} from
+    C{sender}.
 
     @param boot_script_url: The URL of C{boot.ipxe} as seen from C{local}.
     """
@@ -157,7 +162,7 @@ def decide(
         options=tuple(options),
     )
     if port == PXE_PORT:
-        destination = (request.ciaddr, DHCP_CLIENT_PORT)  # replaced by the sender's
+        destination = sender  # a client with an address, asking pxe-pilot directly
     elif request.giaddr != "0.0.0.0":
         destination = (request.giaddr, DHCP_SERVER_PORT)
     elif request.ciaddr != "0.0.0.0" and not request.flags & BROADCAST_FLAG:
@@ -221,7 +226,7 @@ class ProxyDHCPServer(DatagramProtocol):
                 reason=str(e),
             )
             return
-        decision = decide(request, self.port_number, local, self._boot_script_url)
+        decision = decide(request, self.port_number, local, self._boot_script_url, sender)
         self.outcomes[decision.outcome.value] += 1
         mac = _mac(request)
         if decision.reply is None:
@@ -235,9 +240,8 @@ class ProxyDHCPServer(DatagramProtocol):
                 self._told.add((request.chaddr, decision.detail))
                 log.warn("proxyDHCP: {mac} not served: {detail}", mac=mac, detail=decision.detail)
             return
-        reply = decision.reply
-        address = sender if self.port_number == PXE_PORT else reply.address
-        data = encode(reply.packet)
+        address = decision.reply.address
+        data = encode(decision.reply.packet)
         transport: Any = self.transport
         try:
             if interface is not None and address[0] == "255.255.255.255":

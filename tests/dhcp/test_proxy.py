@@ -62,7 +62,7 @@ def boot_script_url(local: str) -> str:
 
 
 def ask(raw: bytes, port: int = 67, url: Callable[[str], str] = boot_script_url) -> Decision:
-    return decide(decode(raw), port, LOCAL, url)
+    return decide(decode(raw), port, LOCAL, url, ("0.0.0.0", 68))
 
 
 def sent(decision: Decision, limit: int = 548) -> Packet:
