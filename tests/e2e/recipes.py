@@ -6,8 +6,13 @@ turned into the lab's.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shlex
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 from tests.docs_snippets import lab as blocks
@@ -64,15 +69,13 @@ def run_block(
     One block under bash, strict, with C{environment} exported: in the lab's network
     namespace, or on the host (where the package registries are reachable).
     """
-    exports = "".join(f"export {name}={_quote(value)}\n" for name, value in environment.items())
+    exports = "".join(
+        f"export {name}={shlex.quote(value)}\n" for name, value in environment.items()
+    )
     command = ["bash", "-euo", "pipefail", "-c", exports + script]
     if in_lab:
         command = lab.netns(*command)
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "'\\''") + "'"
 
 
 def stop_daemon(pid_file: Path) -> None:
@@ -81,11 +84,15 @@ def stop_daemon(pid_file: Path) -> None:
     """
     try:
         pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGTERM)
     except (OSError, ValueError):
         return
-    subprocess.run(["kill", str(pid)], check=False)
-    for _ in range(50):
-        if subprocess.run(["kill", "-0", str(pid)], check=False, capture_output=True).returncode:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
             return
-        subprocess.run(["sleep", "0.2"], check=False)
-    subprocess.run(["kill", "-9", str(pid)], check=False)
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)

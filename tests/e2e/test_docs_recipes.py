@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
@@ -20,7 +21,6 @@ from tests.e2e.test_boot_chain import BOOT_TIMEOUT, Guest
 pytestmark = pytest.mark.e2e
 
 ISO_PORT = 8090
-WEBHOOK = f"http://{lab.BRIDGE_ADDRESS}:8080/webhook"
 
 
 @attrs.frozen
@@ -92,29 +92,24 @@ def hosts_row(mac: str) -> str:
     return next(line for line in listing.stdout.splitlines() if line.startswith(mac))
 
 
-class _ISOServer:
+def iso_server(directory: Path, logs: Path) -> lab.Process:
     """
-    The ISO "download site", on the lab network.
+    The ISO's "download site", on the lab network.
     """
-
-    def __init__(self, directory: Path, log: Path) -> None:
-        self.process = lab.Process(
-            "iso-server",
-            lab.netns(
-                "python3",
-                "-m",
-                "http.server",
-                "--bind",
-                lab.BRIDGE_ADDRESS,
-                "--directory",
-                str(directory),
-                str(ISO_PORT),
-            ),
-            log,
-        )
-
-    def stop(self) -> None:
-        self.process.stop()
+    return lab.Process(
+        "iso-server",
+        lab.netns(
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            lab.BRIDGE_ADDRESS,
+            "--directory",
+            str(directory),
+            str(ISO_PORT),
+        ),
+        logs,
+    )
 
 
 def test_quickstart(built: Built, network: None) -> None:
@@ -134,7 +129,7 @@ def test_quickstart(built: Built, network: None) -> None:
         "PXE": str(pxe),
     }
     assert recipes.settings_names("quickstart-settings") == list(settings)
-    iso_server = _ISOServer(built.iso.parent, built.directory)
+    site = iso_server(built.iso.parent, built.directory)
     try:
         for block in recipes.blocks_of("quickstart"):
             # Installing software needs the package registries, which only the host
@@ -155,7 +150,7 @@ def test_quickstart(built: Built, network: None) -> None:
         assert row.split()[1] == "installed"
         assert "pve.example.com" in row
     finally:
-        iso_server.stop()
+        site.stop()
         recipes.stop_daemon(pxe / "pxe-pilot.pid")
         recipes.stop_daemon(pxe / "dnsmasq.pid")
 
@@ -180,25 +175,41 @@ def start_pxe_pilot(recipe: str, pxe: Path) -> None:
     )
 
 
+@contextmanager
+def deployed(built: Built, page: str, dhcp_config: str) -> Iterator[tuple[Path, lab.Process]]:
+    """
+    A deployment page's recipe running in the lab: pxe-pilot started by the page's
+    block, and the network's DHCP (and TFTP) server with C{dhcp_config}; both stopped
+    afterwards.
+    """
+    pxe = pxe_directory(built, page)
+    dhcp = dhcp_server(built.directory, page, dhcp_config)
+    try:
+        start_pxe_pilot(page, pxe)
+        yield pxe, dhcp
+    finally:
+        recipes.stop_daemon(pxe / "pxe-pilot.pid")
+        dhcp.stop()
+
+
+def installs(built: Built, guest: Guest) -> None:
+    """
+    The guest network-boots, installs and reports; pxe-pilot shows it installed.
+    """
+    boot_until_reported(built.directory, guest)
+    assert hosts_row(guest.mac).split()[1] == "installed"
+
+
 def test_bare_bones(built: Built, network: None) -> None:
     """
     docs/deployment/bare-bones.md: pxe-pilot with its TFTP server, and the page's
     dnsmasq file as the network's DHCP server; a UEFI machine installs.
     """
-    pxe = pxe_directory(built, "bare-bones")
-    dhcp = dhcp_server(
-        built.directory, "bare-bones", recipes.localize(recipes.text_of("bare-bones-dhcp"))
-    )
-    try:
-        start_pxe_pilot("bare-bones", pxe)
-        guest = Guest("bare-bones", "uefi", "52:54:00:00:00:a2")
-        boot_until_reported(built.directory, guest)
-        assert hosts_row(guest.mac).split()[1] == "installed"
+    config = recipes.localize(recipes.text_of("bare-bones-dhcp"))
+    with deployed(built, "bare-bones", config) as (pxe, _dhcp):
+        installs(built, Guest("bare-bones", "uefi", "52:54:00:00:00:a2"))
         log = (pxe / "pxe-pilot.log").read_text()
         assert "snponly.efi" in log  # the firmware's boot file came from pxe-pilot's TFTP
-    finally:
-        recipes.stop_daemon(pxe / "pxe-pilot.pid")
-        dhcp.stop()
 
 
 def test_with_netboot(built: Built, network: None) -> None:
@@ -207,7 +218,6 @@ def test_with_netboot(built: Built, network: None) -> None:
     entry as the boot script another server hands out (as netboot.xyz's custom menu
     would); a BIOS machine chains to pxe-pilot and installs.
     """
-    pxe = pxe_directory(built, "with-netboot")
     menus = built.directory / "netboot-menus"
     menus.mkdir()
     (menus / "custom.ipxe").write_text(recipes.localize(recipes.text_of("with-netboot-menu")))
@@ -217,16 +227,9 @@ def test_with_netboot(built: Built, network: None) -> None:
         "dhcp-range=192.0.2.100,192.0.2.200,12h\n"
         f"enable-tftp\ntftp-root={menus}\ndhcp-boot=custom.ipxe\n"
     )
-    dhcp = dhcp_server(built.directory, "netboot", config)
-    try:
-        start_pxe_pilot("with-netboot", pxe)
-        guest = Guest("with-netboot", "bios", "52:54:00:00:00:a3")
-        boot_until_reported(built.directory, guest)
-        assert hosts_row(guest.mac).split()[1] == "installed"
+    with deployed(built, "with-netboot", config) as (pxe, _dhcp):
+        installs(built, Guest("with-netboot", "bios", "52:54:00:00:00:a3"))
         assert "TFTP listening" not in (pxe / "pxe-pilot.log").read_text()
-    finally:
-        recipes.stop_daemon(pxe / "pxe-pilot.pid")
-        dhcp.stop()
 
 
 def test_http_only(built: Built, network: None) -> None:
@@ -235,16 +238,7 @@ def test_http_only(built: Built, network: None) -> None:
     file serving iPXE over its own TFTP and the boot script's URL to iPXE; a UEFI
     machine installs.
     """
-    pxe = pxe_directory(built, "http-only")
-    dhcp = dhcp_server(
-        built.directory, "http-only", recipes.localize(recipes.text_of("http-only-dhcp"))
-    )
-    try:
-        start_pxe_pilot("http-only", pxe)
-        guest = Guest("http-only", "uefi", "52:54:00:00:00:a4")
-        boot_until_reported(built.directory, guest)
-        assert hosts_row(guest.mac).split()[1] == "installed"
+    config = recipes.localize(recipes.text_of("http-only-dhcp"))
+    with deployed(built, "http-only", config) as (_pxe, dhcp):
+        installs(built, Guest("http-only", "uefi", "52:54:00:00:00:a4"))
         assert "sent /usr/lib/ipxe/snponly.efi" in dhcp.text
-    finally:
-        recipes.stop_daemon(pxe / "pxe-pilot.pid")
-        dhcp.stop()
