@@ -9,34 +9,51 @@ application::
     pilot = PxePilot(Config(answers_dir="/srv/answers", assets_dir="/srv/assets"))
     root.putChild(b"pxe", pilot.resource)          # under the host's own Site
     pilot.service.setServiceParent(application)    # TFTP and other background work
+
+It is also the one place where the parts are wired together: each part is built with
+what it needs, the event observers subscribe, and nothing is changed after.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
-from attrs import define, field
+from attrs import Factory, define, field
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorFDSet,
+    IReactorFromThreads,
+    IReactorTime,
+)
+from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
+from pxepilot.address import HTTPAddress
 from pxepilot.answers.files import DirectoryAnswerFiles
+from pxepilot.answers.health import AnswersHealth
 from pxepilot.answers.service import AnswerService
+from pxepilot.boot.health import AssetsHealth
 from pxepilot.boot.tftp import BootFiles, tftp_base_url
 from pxepilot.config import Config
 from pxepilot.dhcp.service import ProxyDHCPHealth, ProxyDHCPService
-from pxepilot.health import AnswersHealth, AssetsHealth, Disabled, HostsHealth, IHealthCheck
-from pxepilot.hosts.ledger import HostLedger, WorkerThread, run_here
+from pxepilot.events import EventBus
+from pxepilot.health import Disabled, IHealthCheck
+from pxepilot.hosts.health import HostsHealth
+from pxepilot.hosts.ledger import HostLedger, WorkerThread
+from pxepilot.hosts.model import EventKind
 from pxepilot.hosts.neighbours import arp_table_lookup
+from pxepilot.hosts.recorder import LedgerRecorder
 from pxepilot.hosts.store import SQLiteHostStore
-from pxepilot.hosts.watchers import tftp_watcher
 from pxepilot.http.app import PxePilotRoutes
+from pxepilot.http.boot import BootRoutes
+from pxepilot.http.forwarded import client_address
+from pxepilot.http.installer import InstallerRoutes
 from pxepilot.http.listener import HTTPListener
+from pxepilot.http.operator import OperatorRoutes
 from pxepilot.http.site import PxePilotSite
 from pxepilot.metrics import Metrics
 from pxepilot.tftp.files import TFTPRoot
@@ -47,11 +64,23 @@ from pxepilot.tftp.transfer import RetransmitPolicy
 
 STATE_DATABASE = "pxe-pilot.sqlite3"
 
+RunBlocking = Callable[[Callable[[], Any]], Deferred[Any]]
 
-def _global_reactor() -> Any:
+
+def _global_reactor() -> IReactorTime:
     from twisted.internet import reactor
 
     return reactor
+
+
+def _state_thread(pilot: PxePilot) -> RunBlocking:
+    # Saving a host event waits for the disk: one worker thread of the reactor does it.
+    return WorkerThread(IReactorFromThreads(pilot.reactor), "pxe-pilot-state")
+
+
+def _address_of(pilot: PxePilot) -> HTTPAddress:
+    config = pilot.config
+    return HTTPAddress(config.public_url, config.port, config.interface)
 
 
 @define
@@ -60,13 +89,23 @@ class PxePilot:
     One pxe-pilot instance built from a L{Config}.
 
     @ivar config: Its configuration.
-    @ivar reactor: The reactor it runs on; the global one when not given.
+    @ivar reactor: The reactor it runs on; the global one when not given. Its clock
+        is all the HTTP side needs; TFTP and proxyDHCP also need it to provide
+        C{IReactorFDSet}, and the default L{run_blocking} C{IReactorFromThreads}.
+    @ivar http_address: Where machines reach its HTTP side, for what names that before
+        HTTP does (TFTP's chain script, proxyDHCP); L{make_service}'s listener keeps it
+        up to date.
+    @ivar run_blocking: Runs the state database's blocking calls: a worker thread of
+        the reactor by default; L{pxepilot.hosts.ledger.run_here} runs them in place
+        (tests, tools).
     @ivar resource: The HTTP resource tree; mount it at the root of a site or under any
         prefix of another one.
     @ivar service: The services that run beside HTTP (the host ledger, named
         C{hosts}, and the TFTP server, named C{tftp}, when boot is enabled); start it
         with, or attach it to, the application's service tree. Stopping it waits until
         every host event is saved.
+    @ivar events: Where every part publishes what happens; the ledger and the metrics
+        subscribe.
     @ivar ledger: Every host's state and timeline.
     @ivar metrics: What C{/metrics} shows.
 
@@ -74,80 +113,72 @@ class PxePilot:
     """
 
     config: Config
-    reactor: Any = field(factory=_global_reactor)
-    # The HTTP port machines reach pxe-pilot on, for scripts served over TFTP;
-    # make_service points it at the listener's real port.
-    http_port: Callable[[], int] | None = field(default=None)
+    reactor: IReactorTime = field(factory=_global_reactor)
+    http_address: HTTPAddress = field(default=Factory(_address_of, takes_self=True))
+    run_blocking: RunBlocking = field(default=Factory(_state_thread, takes_self=True))
     answers: AnswerService = field(init=False)
     resource: IResource = field(init=False)
     service: MultiService = field(init=False)
+    events: EventBus = field(init=False)
     ledger: HostLedger = field(init=False)
     metrics: Metrics = field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        clock: IReactorTime = self.reactor
         config = self.config
-        self.answers = AnswerService(DirectoryAnswerFiles(config.answers_dir), clock)
-        self.metrics = Metrics()
-        database = config.state_dir / STATE_DATABASE
+        self.answers = AnswerService(DirectoryAnswerFiles(config.answers_dir), self.reactor)
         self.ledger = HostLedger(
-            SQLiteHostStore(database),
-            clock,
-            run_blocking=self._blocking_runner(),
+            SQLiteHostStore(config.state_dir / STATE_DATABASE),
+            self.reactor,
+            run_blocking=self.run_blocking,
             install_timeout=config.install_timeout,
             neighbours=arp_table_lookup(),
         )
-        self.metrics.watch_ledger(self.ledger)
-        checks: list[IHealthCheck] = [
-            AnswersHealth(self.answers),
-            AssetsHealth(config.assets_dir),
-            HostsHealth(self.ledger),
-        ]
+        self.metrics = Metrics()
+        self.metrics.watch_hosts(
+            self.ledger.summary,
+            lambda: self.ledger.counts[EventKind.INSTALLED],
+            lambda: self.ledger.counts[EventKind.FAILED],
+        )
+        self.events = EventBus()
+        self.events.subscribe(self.metrics)
+        self.events.subscribe(LedgerRecorder(self.ledger))
+
         self.service = MultiService()
         self.service.setName("pxe-pilot")
         self.ledger.setName("hosts")
         self.ledger.setServiceParent(self.service)
-        if config.boot_enabled:
-            tftp = self._tftp_service()
-            tftp.setServiceParent(self.service)
-            checks.append(TFTPHealth(tftp, config.tftp_root))
-        else:
-            checks.append(Disabled("tftp"))
-        if config.proxy_dhcp:
-            proxy = ProxyDHCPService(self.reactor, self._boot_script_url, self._own_address)
-            proxy.setName("proxy-dhcp")
-            proxy.setServiceParent(self.service)
-            checks.append(ProxyDHCPHealth(proxy))
-            self.metrics.watch_proxy_dhcp(proxy.outcomes)
-        else:
-            checks.append(Disabled("proxy_dhcp"))
-        routes = PxePilotRoutes(
-            answers=self.answers,
-            config=config,
-            health_checks=tuple(checks),
-            ledger=self.ledger,
-            metrics=self.metrics,
-        )
-        self.metrics.watch_downloads(lambda: routes.turns.active)
-        self.resource = self.metrics.count_requests(routes.app.resource())
+        checks: list[IHealthCheck] = [
+            AnswersHealth(self.answers),
+            AssetsHealth(config.assets_dir),
+            HostsHealth(self.ledger),
+            self._tftp() if config.boot_enabled else Disabled("tftp"),
+            self._proxy_dhcp() if config.proxy_dhcp else Disabled("proxy_dhcp"),
+        ]
+        self.resource = self.metrics.count_requests(self._routes(checks).app.resource())
 
-    def _blocking_runner(self) -> Callable[[Callable[[], Any]], Deferred[Any]]:
-        # Saving a host event waits for the disk: a worker thread of the reactor does it.
-        # A reactor without threads (a test's Clock) has it done in place.
-        if IReactorThreads.providedBy(self.reactor):
-            return WorkerThread(self.reactor, "pxe-pilot-state")
-        return run_here
-
-    def _tftp_service(self) -> TFTPService:
+    def _routes(self, checks: list[IHealthCheck]) -> PxePilotRoutes:
         config = self.config
-        files = BootFiles(
-            TFTPRoot(config.tftp_root),
-            tftp_base_url(config.public_url, self._http_port),
+
+        def client_of(request: IRequest) -> str:
+            return client_address(request, config.trusted_proxies)
+
+        boot = BootRoutes(self.answers, self.ledger, self.events, config, self.reactor, client_of)
+        self.metrics.watch_downloads(lambda: boot.turns.active)
+        return PxePilotRoutes(
+            installer=InstallerRoutes(self.answers, self.ledger, self.events, config, client_of),
+            boot=boot,
+            operator=OperatorRoutes(
+                self.answers, self.ledger, self.metrics, tuple(checks), config, client_of
+            ),
         )
+
+    def _tftp(self) -> IHealthCheck:
+        config = self.config
+        network = IReactorFDSet(self.reactor)
         server = TFTPServer(
-            files=files,
+            files=BootFiles(TFTPRoot(config.tftp_root), tftp_base_url(self.http_address)),
             clock=self.reactor,
-            open_port=reactor_port_opener(self.reactor),
+            open_port=reactor_port_opener(network),
             interface=config.interface or "",
             limits=Limits(
                 max_blksize=config.tftp_max_blksize, max_windowsize=config.tftp_max_windowsize
@@ -155,31 +186,28 @@ class PxePilot:
             policy=RetransmitPolicy(max_duration=config.tftp_max_transfer_time),
             max_transfers=config.tftp_max_transfers,
             max_per_client=config.tftp_max_per_client,
-            on_finished=tftp_watcher(self.ledger),
+            events=self.events,
         )
-        self.metrics.watch_tftp(lambda: server)
-        service = TFTPService(self.reactor, server, config.tftp_port, config.interface or "")
+        self.metrics.watch_tftp(
+            server.outcomes, lambda: server.bytes_sent, lambda: len(server.transfers)
+        )
+        service = TFTPService(network, server, config.tftp_port, config.interface or "")
         service.setName("tftp")
-        return service
+        service.setServiceParent(self.service)
+        return TFTPHealth(service, config.tftp_root)
 
-    def _boot_script_url(self, local: str) -> str:
-        base = self.config.public_url or f"http://{local}:{self._http_port()}/"
-        return f"{base}boot.ipxe"
-
-    def _own_address(self) -> str | None:
-        """
-        pxe-pilot's address where the system cannot say which one a request came to.
-        """
-        if self.config.interface and ":" not in self.config.interface:
-            return self.config.interface
-        host = urlsplit(self.config.public_url or "").hostname
-        try:
-            return str(ipaddress.IPv4Address(host or ""))
-        except ValueError:
-            return None
-
-    def _http_port(self) -> int:
-        return self.http_port() if self.http_port is not None else self.config.port
+    def _proxy_dhcp(self) -> IHealthCheck:
+        address = self.http_address
+        proxy = ProxyDHCPService(
+            IReactorFDSet(self.reactor),
+            lambda local: f"{address.base_url(local)}boot.ipxe",
+            address.own_ipv4,
+            self.events,
+        )
+        proxy.setName("proxy-dhcp")
+        proxy.setServiceParent(self.service)
+        self.metrics.watch_proxy_dhcp(proxy.outcomes)
+        return ProxyDHCPHealth(proxy)
 
     def site(self) -> Site:
         """
@@ -188,7 +216,7 @@ class PxePilot:
         return PxePilotSite(self.resource)
 
 
-def make_service(config: Config, reactor: Any = None) -> IService:
+def make_service(config: Config, reactor: IReactorTime | None = None) -> IService:
     """
     Everything C{twistd pxe-pilot} runs: the HTTP listener (named C{http}) and the
     services of L{PxePilot} (named C{pxe-pilot}).
@@ -196,8 +224,12 @@ def make_service(config: Config, reactor: Any = None) -> IService:
     pilot = PxePilot(config) if reactor is None else PxePilot(config, reactor)
     top = MultiService()
     pilot.service.setServiceParent(top)
-    http = HTTPListener(pilot.reactor, config.http_endpoint(), pilot.site())
+    http = HTTPListener(
+        IReactorCore(pilot.reactor),
+        config.http_endpoint(),
+        pilot.site(),
+        pilot.http_address.listening,
+    )
     http.setName("http")
-    pilot.http_port = lambda: http.address().port if http.listening else config.port
     http.setServiceParent(top)
     return top

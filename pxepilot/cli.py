@@ -29,14 +29,8 @@ from twisted.web.http_headers import Headers
 from pxepilot._version import __version__
 from pxepilot.answers.check import check_answer
 from pxepilot.answers.files import DEFAULT_NAME, AnswersUnavailable, DirectoryAnswerFiles
-from pxepilot.answers.lint import (
-    NEWEST,
-    Finding,
-    InstallerVersion,
-    VersionRange,
-    errors,
-    lint_range,
-)
+from pxepilot.answers.lint import Finding, errors, lint_range
+from pxepilot.answers.versions import NEWEST, InstallerVersion, VersionRange
 from pxepilot.hosts.page import age
 from pxepilot.macs import MacAddress, MacAddressError, describe
 

@@ -1,21 +1,18 @@
 """
-Health of pxe-pilot's components, as reported by C{GET /health}.
+Health of pxe-pilot's components, as reported by C{GET /health}: the interface each
+component's check provides, its result, and how results add up.
+
+Each check lives beside its component (C{answers/health.py}, C{tftp/service.py}, ...):
+this module imports nothing of pxe-pilot, so any component may provide a check.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 from attrs import field, frozen
 from zope.interface import Attribute, Interface, implementer
-
-from pxepilot.answers.files import AnswersUnavailable
-from pxepilot.answers.service import AnswerService
-from pxepilot.boot.catalogue import scan
-from pxepilot.hosts.ledger import HostLedger
 
 Status = Literal["ok", "degraded", "unavailable", "disabled"]
 
@@ -61,68 +58,6 @@ def overall_status(components: Iterable[ComponentHealth]) -> Status:
 
 @implementer(IHealthCheck)
 @frozen
-class AnswersHealth:
-    """
-    The answers directory: readable, default present and valid, host files valid, no
-    two files for one MAC.
-    """
-
-    answers: AnswerService
-    name: str = "answers"
-
-    def check(self) -> ComponentHealth:
-        try:
-            report = self.answers.inspect()
-        except AnswersUnavailable as e:
-            return ComponentHealth("unavailable", {"directory": str(e)})
-        default = report["default"]
-        invalid = [h["file"] for h in report["hosts"] if not h["valid"]]
-        if default["present"] and not default["valid"]:
-            invalid.insert(0, default["file"])
-        invalid += [u["file"] for u in report["unrecognised_files"]]
-        conflicts = sorted({h["mac"] for h in report["hosts"] if h["conflicts_with"]})
-        problems = bool(invalid or conflicts)
-        return ComponentHealth(
-            "degraded" if problems else "ok",
-            {
-                "directory": "readable",
-                "default_present": default["present"],
-                "default_valid": default.get("valid", False),
-                "host_count": len({h["mac"] for h in report["hosts"]}),
-                "invalid_files": invalid,
-                "conflicting_macs": conflicts,
-            },
-        )
-
-
-@implementer(IHealthCheck)
-@frozen
-class AssetsHealth:
-    """
-    The assets directory: readable, and what the catalogue holds; a version that cannot
-    be served (its asset.json missing, invalid or not matching its files) needs the
-    operator.
-    """
-
-    path: Path
-    name: str = "assets"
-
-    def check(self) -> ComponentHealth:
-        try:
-            os.listdir(self.path)
-        except OSError as e:
-            return ComponentHealth("unavailable", {"directory": e.strerror or "unreadable"})
-        catalogue = scan(self.path)
-        details = {
-            "directory": "readable",
-            "versions": [a.key for a in catalogue.assets],
-            "invalid_versions": [{"version": k, "error": e} for k, e in catalogue.problems],
-        }
-        return ComponentHealth("degraded" if catalogue.problems else "ok", details)
-
-
-@implementer(IHealthCheck)
-@frozen
 class Disabled:
     """
     A component switched off by configuration.
@@ -132,23 +67,3 @@ class Disabled:
 
     def check(self) -> ComponentHealth:
         return ComponentHealth("disabled")
-
-
-@implementer(IHealthCheck)
-@frozen
-class HostsHealth:
-    """
-    The host database: degraded while events cannot be saved (installations go on,
-    but what pxe-pilot learns of them would be lost on a restart).
-    """
-
-    ledger: HostLedger
-    name: str = "hosts"
-
-    def check(self) -> ComponentHealth:
-        # No path: /health is open to anyone who can reach it.
-        details: dict[str, Any] = {"hosts": len(self.ledger.hosts)}
-        if self.ledger.last_failure is not None:
-            details["error"] = f"events cannot be saved: {self.ledger.last_failure}"
-            return ComponentHealth("degraded", details)
-        return ComponentHealth("ok", details)

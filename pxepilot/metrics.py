@@ -1,6 +1,10 @@
 """
 pxe-pilot's Prometheus metrics, in a registry of its own (two instances in one process,
 or pxe-pilot inside another application with metrics of its own, never collide).
+
+Counters of what happens are kept from pxe-pilot's events (L{Metrics} is an event
+observer); the rest is read, when scraped, from where it lives, through the plain
+mappings and callables the wiring hands over: this module imports no component.
 """
 
 from __future__ import annotations
@@ -14,10 +18,9 @@ from prometheus_client.registry import Collector
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
+from zope.interface import implementer
 
-from pxepilot.hosts.ledger import HostLedger
-from pxepilot.hosts.model import EventKind
-from pxepilot.tftp.server import TFTPServer
+from pxepilot.events import AnswerRefused, AnswerServed, DownloadEnded, IEventObserver
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -37,9 +40,14 @@ def route_label(postpath: Iterable[bytes]) -> str:
     return first if first in ROUTES else "other"
 
 
+# The answers metric's label for each refusal's outcome, where they differ.
+_ANSWER_LABELS = {"rejected-answer": "rejected", "invalid-answer": "invalid"}
+
+
+@implementer(IEventObserver)
 class Metrics:
     """
-    The counters the routes update, and collectors that read the rest where it lives.
+    Counters kept from events, and collectors that read the rest where it lives.
     """
 
     def __init__(self) -> None:
@@ -69,11 +77,54 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch_ledger(self, ledger: HostLedger) -> None:
-        self.registry.register(_LedgerCollector(ledger))
+    def observe(self, event: object) -> None:
+        match event:
+            case AnswerServed():
+                self.answers.labels("served").inc()
+            case AnswerRefused(outcome=outcome):
+                self.answers.labels(_ANSWER_LABELS.get(outcome, outcome)).inc()
+            case DownloadEnded(sent=sent, complete=complete):
+                self.asset_downloads.labels("complete" if complete else "incomplete").inc()
+                self.asset_bytes.inc(sent)
 
-    def watch_tftp(self, server: Callable[[], TFTPServer | None]) -> None:
-        self.registry.register(_TFTPCollector(server))
+    def watch_hosts(
+        self,
+        states: Callable[[], Mapping[str, int]],
+        completed: Callable[[], int],
+        failed: Callable[[], int],
+    ) -> None:
+        """
+        Hosts by state, and installations completed and failed since start.
+        """
+        self.registry.register(_HostsCollector(states, completed, failed))
+
+    def watch_tftp(
+        self, outcomes: Mapping[str, int], bytes_sent: Callable[[], int], active: Callable[[], int]
+    ) -> None:
+        """
+        TFTP transfers by outcome, bytes acknowledged and transfers now.
+        """
+        self.registry.register(
+            _CountsCollector(
+                "pxepilot_tftp_transfers",
+                "TFTP transfers ended, by outcome (complete, probe, aborted, timed-out, "
+                "too-long, evicted, shutdown, failed, refused)",
+                outcomes,
+            )
+        )
+        self.registry.register(
+            _Reading(
+                CounterMetricFamily,
+                "pxepilot_tftp_bytes_sent",
+                "Bytes the TFTP clients acknowledged",
+                bytes_sent,
+            )
+        )
+        self.registry.register(
+            _Reading(
+                GaugeMetricFamily, "pxepilot_tftp_transfers_active", "TFTP transfers now", active
+            )
+        )
 
     def watch_proxy_dhcp(self, outcomes: Mapping[str, int]) -> None:
         self.registry.register(
@@ -87,7 +138,9 @@ class Metrics:
 
     def watch_downloads(self, active: Callable[[], int]) -> None:
         self.registry.register(
-            _Gauge("pxepilot_asset_downloads_active", "Asset downloads now", active)
+            _Reading(
+                GaugeMetricFamily, "pxepilot_asset_downloads_active", "Asset downloads now", active
+            )
         )
 
     def exposition(self) -> bytes:
@@ -120,14 +173,25 @@ class _Counted(Resource):
         return self._inner.render(request)
 
 
-class _Gauge(Collector):
-    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+class _Reading(Collector):
+    """
+    One value, read when scraped: a gauge, or a counter kept elsewhere.
+    """
+
+    def __init__(
+        self,
+        family: type[GaugeMetricFamily] | type[CounterMetricFamily],
+        name: str,
+        documentation: str,
+        read: Callable[[], float],
+    ) -> None:
+        self._family = family
         self._name = name
         self._documentation = documentation
         self._read = read
 
     def collect(self) -> Iterable[Metric]:
-        yield GaugeMetricFamily(self._name, self._documentation, value=self._read())
+        yield self._family(self._name, self._documentation, value=self._read())
 
 
 class _CountsCollector(Collector):
@@ -143,9 +207,16 @@ class _CountsCollector(Collector):
         yield family
 
 
-class _LedgerCollector(Collector):
-    def __init__(self, ledger: HostLedger) -> None:
-        self._ledger = ledger
+class _HostsCollector(Collector):
+    def __init__(
+        self,
+        states: Callable[[], Mapping[str, int]],
+        completed: Callable[[], int],
+        failed: Callable[[], int],
+    ) -> None:
+        self._states = states
+        self._completed = completed
+        self._failed = failed
 
     def collect(self) -> Iterable[Metric]:
         installs = CounterMetricFamily(
@@ -153,38 +224,10 @@ class _LedgerCollector(Collector):
             "Installations since start, by outcome: completed (reported by the webhook) or failed",
             labels=["outcome"],
         )
-        counts: Mapping[EventKind, int] = self._ledger.counts
-        installs.add_metric(["completed"], counts.get(EventKind.INSTALLED, 0))
-        installs.add_metric(["failed"], counts.get(EventKind.FAILED, 0))
+        installs.add_metric(["completed"], self._completed())
+        installs.add_metric(["failed"], self._failed())
         yield installs
         hosts = GaugeMetricFamily("pxepilot_hosts", "Known hosts by state", labels=["state"])
-        for state, number in self._ledger.summary().items():
+        for state, number in self._states().items():
             hosts.add_metric([state], number)
         yield hosts
-
-
-class _TFTPCollector(Collector):
-    def __init__(self, server: Callable[[], TFTPServer | None]) -> None:
-        self._server = server
-
-    def collect(self) -> Iterable[Metric]:
-        server = self._server()
-        if server is None:
-            return
-        transfers = CounterMetricFamily(
-            "pxepilot_tftp_transfers",
-            "TFTP transfers ended, by outcome (complete, probe, aborted, timed-out, "
-            "too-long, evicted, shutdown, failed, refused)",
-            labels=["outcome"],
-        )
-        for outcome, number in sorted(server.outcomes.items()):
-            transfers.add_metric([outcome], number)
-        yield transfers
-        yield CounterMetricFamily(
-            "pxepilot_tftp_bytes_sent",
-            "Bytes the TFTP clients acknowledged",
-            value=server.bytes_sent,
-        )
-        yield GaugeMetricFamily(
-            "pxepilot_tftp_transfers_active", "TFTP transfers now", value=len(server.transfers)
-        )

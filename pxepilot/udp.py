@@ -22,7 +22,60 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 PKTINFO = struct.Struct("=i4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
 
 
-class AddressedPort(udp.Port):
+class _PortInternals(udp.Port):
+    """
+    The one place that reaches into L{twisted.internet.udp.Port}'s internals, checked
+    against B{Twisted 26.10.0}; C{tests/test_twisted_privates.py} fails if any of them
+    disappears or changes shape.
+
+      - C{_bindSocket()} (private): C{startListening} calls it to create and bind the
+        socket, before it connects the protocol and starts reading. It is the one moment
+        to set a socket option that must hold for the very first datagram. Should
+        Twisted stop calling it, L{socket_bound} is never called: no datagram carries
+        its local address, TFTP answers from whichever address the routing table picks
+        (and a client behind a firewall drops the answer), and proxyDHCP never answers
+        a client that has no address yet.
+      - C{socket}, C{addressFamily}, C{interface}, C{maxPacketSize}, C{protocol}: what
+        C{__init__}, C{_bindSocket} and C{_connectToProtocol} set. Should one be renamed,
+        the TFTP and proxyDHCP ports fail to start, or fail at their first datagram.
+
+    Subclasses read these through the names below, never Twisted's own.
+    """
+
+    def _bindSocket(self) -> None:
+        super()._bindSocket()
+        self.socket_bound(self.socket, self.addressFamily, self.interface)
+
+    def socket_bound(self, sock: socket.socket, family: int, interface: str) -> None:
+        """
+        Called once the socket is bound to C{interface}, before the first datagram is
+        read.
+        """
+
+    @property
+    def bound_socket(self) -> socket.socket:
+        """
+        The port's socket, once bound.
+        """
+        return self.socket
+
+    @property
+    def max_packet_size(self) -> int:
+        """
+        The largest datagram the port reads whole.
+        """
+        size: int = self.maxPacketSize  # set by __init__, which is not annotated
+        return size
+
+    @property
+    def datagram_protocol(self) -> Any:
+        """
+        The protocol the port delivers datagrams to.
+        """
+        return self.protocol
+
+
+class AddressedPort(_PortInternals):
     """
     Delivers each datagram to C{protocol.addressedDatagramReceived(data, address,
     local, destination, interface)}: the sender, the local address that answers it, the
@@ -33,11 +86,10 @@ class AddressedPort(udp.Port):
 
     _pktinfo = False
 
-    def _bindSocket(self) -> None:
-        super()._bindSocket()
-        if self.addressFamily == socket.AF_INET and self.interface in ("", "0.0.0.0"):
+    def socket_bound(self, sock: socket.socket, family: int, interface: str) -> None:
+        if family == socket.AF_INET and interface in ("", "0.0.0.0"):
             try:
-                self.socket.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
                 self._pktinfo = True
             except OSError:
                 self._pktinfo = False
@@ -48,8 +100,8 @@ class AddressedPort(udp.Port):
             return
         for _ in range(64):
             try:
-                data, ancillary, _flags, address = self.socket.recvmsg(
-                    self.maxPacketSize, socket.CMSG_SPACE(PKTINFO.size)
+                data, ancillary, _flags, address = self.bound_socket.recvmsg(
+                    self.max_packet_size, socket.CMSG_SPACE(PKTINFO.size)
                 )
             except (BlockingIOError, InterruptedError):
                 return
@@ -60,7 +112,7 @@ class AddressedPort(udp.Port):
                 if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
                     index, spec_dst, header_dst = PKTINFO.unpack(payload[: PKTINFO.size])
                     info = (socket.inet_ntoa(spec_dst), socket.inet_ntoa(header_dst), index)
-            protocol: Any = self.protocol
+            protocol = self.datagram_protocol
             try:
                 if info is None:
                     protocol.datagramReceived(data, address)
@@ -76,4 +128,4 @@ class AddressedPort(udp.Port):
         routing table says.
         """
         info = PKTINFO.pack(interface, socket.inet_aton(local), b"\0" * 4)
-        self.socket.sendmsg([data], [(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, address)
+        self.bound_socket.sendmsg([data], [(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, address)

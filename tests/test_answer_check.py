@@ -1,5 +1,6 @@
 """
-An answer file is servable when it is non-empty UTF-8 TOML; problems name a line.
+An answer file is servable when it is non-empty UTF-8 TOML; problems name a line. Reading
+it keeps what was parsed, for the checks that follow.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import tomli_w
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pxepilot.answers.check import AnswerProblem, check_answer
+from pxepilot.answers.check import AnswerProblem, ParsedAnswer, check_answer, read_answer
 from tests.conftest import MINIMAL_ANSWER
 
 
@@ -100,3 +101,46 @@ def test_tomli_w_output_is_servable_and_round_trips(document: dict[str, object])
     data = tomli_w.dumps(document).encode()
     assert check_answer(data) is None
     assert tomllib.loads(data.decode()) == document
+
+
+def test_read_answer_keeps_what_it_parsed() -> None:
+    """
+    A servable file is read into its bytes, its text and its TOML document.
+    """
+    found = read_answer(MINIMAL_ANSWER)
+    assert found == ParsedAnswer(
+        MINIMAL_ANSWER, MINIMAL_ANSWER.decode(), tomllib.loads(MINIMAL_ANSWER.decode())
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'[global]\nkeyboard = "en-us"\ncountry = us\n',
+        b'[global]\nfqdn = "m\xfcller.example.com"\n',
+        b"",
+        b"# nothing yet\n\n",
+        b"\xef\xbb\xbf" + MINIMAL_ANSWER,
+        MINIMAL_ANSWER[: MINIMAL_ANSWER.index(b"en-us") + 2],
+        b"n = " + b"9" * 5000 + b"\n",
+        b"n = " + b"[" * 5000 + b"]" * 5000 + b"\n",
+    ],
+    ids=[
+        "syntax",
+        "latin-1",
+        "empty",
+        "comments-only",
+        "byte-order-mark",
+        "truncated",
+        "integer-too-long",
+        "nested-too-deeply",
+    ],
+)
+def test_read_answer_has_the_problems_of_check_answer(data: bytes) -> None:
+    """
+    A file that cannot be served is refused by L{read_answer} with the problem
+    L{check_answer} names.
+    """
+    problem = read_answer(data)
+    assert isinstance(problem, AnswerProblem)
+    assert problem == check_answer(data)

@@ -34,6 +34,7 @@ from twisted.web.resource import IResource, Resource
 
 from builder.publish import REPLACED_PREFIX, make_staging
 from pxepilot import Config, PxePilot
+from pxepilot.hosts.ledger import run_here
 from pxepilot.http.site import PxePilotSite
 from tests.conftest import clock_at_now
 
@@ -150,7 +151,7 @@ def resource(assets: Path) -> IResource:
         assets_dir=assets,
         state_dir=assets.parent / "state",
     )
-    return PxePilot(config, clock_at_now()).resource
+    return PxePilot(config, clock_at_now(), run_blocking=run_here).resource
 
 
 @pytest.fixture

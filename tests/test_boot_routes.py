@@ -21,6 +21,7 @@ from builder.cli import KERNEL_CMDLINE
 from builder.publish import make_staging
 from pxepilot import Config, PxePilot
 from pxepilot.boot.ipxe import MENU_QUERY, MIN_MEMORY_MIB
+from pxepilot.hosts.ledger import run_here
 from tests.conftest import AnswersDir, clock_at_now, result_of
 
 MAC = "b0:7b:25:c1:0a:10"
@@ -103,7 +104,7 @@ def assets(tmp_path: Path) -> Path:
 def pilot(answers: AnswersDir, assets: Path, **config: Any) -> PxePilot:
     state = config.pop("state_dir", assets.parent / "state")
     settings = Config(answers_dir=answers.root, assets_dir=assets, state_dir=state, **config)
-    return PxePilot(settings, clock_at_now())
+    return PxePilot(settings, clock_at_now(), run_blocking=run_here)
 
 
 def client(answers: AnswersDir, assets: Path, **config: Any) -> Client:

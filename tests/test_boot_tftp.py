@@ -24,6 +24,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from pxepilot import Config, make_service
+from pxepilot.address import HTTPAddress
 from pxepilot.boot.ipxe import MENU_QUERY, boot_script, chain_script
 from pxepilot.boot.tftp import IPXE_BINARIES, BootFiles, is_ipxe, tftp_base_url
 from pxepilot.tftp.files import (
@@ -216,17 +217,21 @@ def test_tftp_base_url(public_url: str | None, local: str, base: str) -> None:
     The public URL when configured; otherwise the address the TFTP request was sent to
     (the client reached it), bracketed when IPv6; iPXE's C{next-server} when unknown.
     """
-    assert tftp_base_url(public_url, lambda: 8080)(context(local=local)) == base
+    assert tftp_base_url(HTTPAddress(public_url, 8080))(context(local=local)) == base
 
 
 def test_tftp_base_url_follows_the_http_port() -> None:
     """
-    The HTTP port is read for each request: it is known only once HTTP listens.
+    The HTTP port is read for each request: it is known only once HTTP listens, and
+    the configured one stands in while it does not.
     """
-    ports = iter([0, 43210])
-    base = tftp_base_url(None, lambda: next(ports))
-    assert base(context()) == f"http://{LOCAL}:0/"
+    address = HTTPAddress(None, 8080)
+    base = tftp_base_url(address)
+    assert base(context()) == f"http://{LOCAL}:8080/"
+    address.listening(43210)
     assert base(context()) == f"http://{LOCAL}:43210/"
+    address.listening(None)
+    assert base(context()) == f"http://{LOCAL}:8080/"
 
 
 # Through the TFTP server, in memory.

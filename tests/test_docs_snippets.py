@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pxepilot.answers.lint import InstallerVersion, errors, lint
+from pxepilot.answers.lint import errors, lint
+from pxepilot.answers.versions import InstallerVersion
 from tests.docs_snippets import CHECKED_LANGUAGES, ROOT, Snippet, snippets
 from tests.e2e.recipes import LAB_BLOCKS
 

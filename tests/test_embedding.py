@@ -20,6 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from pxepilot import Config, PxePilot, load_config
+from pxepilot.hosts.ledger import run_here
 from tests.conftest import AnswersDir, clock_at_now, fixture_bytes, marker, result_of
 
 
@@ -58,7 +59,7 @@ def test_mounted_under_a_prefix_in_memory(config: Config) -> None:
     """
     Under a prefix, every route answers as at the root.
     """
-    stub: Any = StubTreq(host_application(PxePilot(config, clock_at_now())))
+    stub: Any = StubTreq(host_application(PxePilot(config, clock_at_now(), run_blocking=run_here)))
     response = result_of(
         stub.post(
             "http://host/provisioning/pxe/answer", data=fixture_bytes("installer-post-9.2.json")

@@ -15,6 +15,7 @@ from treq.testing import StubTreq
 from twisted.logger import LogEvent, LogLevel
 
 from pxepilot import Config, PxePilot
+from pxepilot.hosts.ledger import run_here
 from tests.conftest import (
     MINIMAL_ANSWER,
     AnswersDir,
@@ -45,6 +46,7 @@ class Client:
                 **config,
             ),
             clock_at_now(),
+            run_blocking=run_here,
         )
         # StubTreq's methods are made at run time; mypy cannot see them.
         self.treq: Any = StubTreq(self.pilot.resource)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred, fail
 
+from pxepilot.events import TransferFinished
 from pxepilot.hosts.model import EventKind, HostState
 from pxepilot.macs import MacAddress
 from tests.conftest import AnswersDir, fixture_bytes, result_of
@@ -263,13 +264,23 @@ def test_tftp_and_downloads_are_attributed_by_address(client: Client) -> None:
     """
     Requests that carry no MAC address count for the MAC that last asked for a menu
     from the same address; from an address nobody claimed, they are only counted.
+    TFTP transfers (published by the TFTP server as it does over sockets) too.
     """
+    client.pilot.events.publish(TransferFinished("127.0.0.1", "snponly.efi", "complete", 9, 0.1))
     client.request("GET", "http://pxe.test/assets/proxmox-ve/9.1-1/vmlinuz")
     assert client.pilot.ledger.hosts == {}
+    exposition = client.pilot.metrics.exposition().decode()
+    assert metric(exposition, "pxepilot_asset_downloads_total", outcome="complete") == 1
     boot(client)
     client.request("GET", "http://pxe.test/boot.ipxe")
     assert kinds(client)[-1] == "script"
     assert result_of(client.pilot.ledger.timeline(MAC))[-1].detail["script"] == "boot.ipxe"
+    client.pilot.events.publish(TransferFinished("127.0.0.1", "snponly.efi", "complete", 9, 0.1))
+    client.request("GET", "http://pxe.test/assets/proxmox-ve/9.1-1/vmlinuz")
+    assert kinds(client)[-3:] == ["tftp", "download-started", "download-ended"]
+    timeline = result_of(client.pilot.ledger.timeline(MAC))
+    assert timeline[-3].detail["file"] == "snponly.efi"
+    assert timeline[-1].detail["complete"] is True
 
 
 # -- tokens

@@ -13,6 +13,7 @@ from twisted.logger import LogEvent, LogLevel
 from twisted.web.resource import IResource
 
 from pxepilot import Config, PxePilot
+from pxepilot.hosts.ledger import run_here
 from pxepilot.http.site import MAX_BODY_BYTES, PxePilotSite
 from tests.conftest import AnswersDir, clock_at_now, fixture_bytes
 
@@ -29,7 +30,7 @@ def resource(answers_dir: AnswersDir, tmp_path: Path) -> IResource:
         state_dir=tmp_path / "state",
         answer_check="warn",
     )
-    return PxePilot(config, clock_at_now()).resource
+    return PxePilot(config, clock_at_now(), run_blocking=run_here).resource
 
 
 def connect(resource: IResource) -> tuple[StringTransport, object]:

@@ -1,7 +1,8 @@
 """
 Whether an answer file can be handed to the installer at all: UTF-8, TOML, not empty.
 
-(What the installer of a given version accepts inside the TOML is a deeper check.)
+(What the installer of a given version accepts inside the TOML is a deeper check; it
+takes the file as read here, so that a request parses it once.)
 """
 
 from __future__ import annotations
@@ -43,11 +44,27 @@ class AnswerProblem:
         return {"message": self.message, "line": self.line, "column": self.column}
 
 
-def check_answer(data: bytes) -> AnswerProblem | None:
+@frozen
+class ParsedAnswer:
     """
-    Find the first reason the installer could not read C{data} as an answer file.
+    An answer file the installer can read, parsed once for every check that follows.
 
-    @return: L{None} when it is non-empty UTF-8 TOML, otherwise the problem.
+    @ivar data: Its bytes, exactly as read.
+    @ivar text: C{data} decoded; key lines are found in it.
+    @ivar document: C{text} parsed as TOML; shared by the checks, which only read it.
+    """
+
+    data: bytes
+    text: str
+    document: dict[str, Any]
+
+
+def read_answer(data: bytes) -> ParsedAnswer | AnswerProblem:
+    """
+    Parse C{data} as an answer file, or find the first reason the installer could not
+    read it.
+
+    @return: The parsed file when it is non-empty UTF-8 TOML, otherwise the problem.
     """
     try:
         text = data.decode("utf-8")
@@ -81,4 +98,14 @@ def check_answer(data: bytes) -> AnswerProblem | None:
         return AnswerProblem("not valid TOML: arrays or tables nested too deeply")
     if not document:
         return AnswerProblem("the answer file is empty")
-    return None
+    return ParsedAnswer(data, text, document)
+
+
+def check_answer(data: bytes) -> AnswerProblem | None:
+    """
+    Find the first reason the installer could not read C{data} as an answer file.
+
+    @return: L{None} when it is non-empty UTF-8 TOML, otherwise the problem.
+    """
+    found = read_answer(data)
+    return found if isinstance(found, AnswerProblem) else None

@@ -11,7 +11,7 @@ from attrs import define, field, frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
-from pxepilot.answers.check import AnswerProblem, check_answer
+from pxepilot.answers.check import AnswerProblem, ParsedAnswer, read_answer
 from pxepilot.answers.files import (
     DEFAULT_NAME,
     AnswerFileChanging,
@@ -21,7 +21,8 @@ from pxepilot.answers.files import (
     HostFile,
     IAnswerFiles,
 )
-from pxepilot.answers.lint import VersionRange, errors, lint_range
+from pxepilot.answers.lint import errors, lint_range
+from pxepilot.answers.versions import VersionRange
 from pxepilot.logs import logger
 from pxepilot.macs import MacAddress
 
@@ -36,11 +37,20 @@ class Served:
     @ivar source: C{hosts/<file>} or C{default.toml}.
     @ivar data: Its bytes, exactly as on disk.
     @ivar mac: The MAC address whose host file it is; L{None} for the default.
+    @ivar parsed: Its TOML, parsed once when it was read, for the checks that follow.
     """
 
     source: str
     data: bytes
     mac: MacAddress | None
+    parsed: ParsedAnswer | None = field(default=None, eq=False, repr=False)
+
+    @property
+    def answer(self) -> ParsedAnswer | bytes:
+        """
+        What the checker reads: the parsed file, or its bytes when not parsed yet.
+        """
+        return self.parsed if self.parsed is not None else self.data
 
 
 @frozen
@@ -150,11 +160,11 @@ class AnswerService:
                 age = now - contents.mtime
                 # A future modification time (clock skew, copied files) is no reason to wait.
                 wait = self.settle - age if 0 <= age < self.settle else 0
-                problem = check_answer(contents.data)
+                parsed = read_answer(contents.data)
                 outcome = (
-                    Served(source, contents.data, mac)
-                    if problem is None
-                    else Invalid(source, problem)
+                    Served(source, contents.data, mac, parsed)
+                    if isinstance(parsed, ParsedAnswer)
+                    else Invalid(source, parsed)
                 )
             if wait <= 0 or now >= deadline:
                 return outcome
@@ -194,23 +204,22 @@ class AnswerService:
         }
 
     def _validity(self, name: str, versions: VersionRange | None) -> dict[str, Any]:
-        data = b""
+        parsed: ParsedAnswer | AnswerProblem
         try:
-            data = self.files.read(name).data
-            problem = check_answer(data)
+            parsed = read_answer(self.files.read(name).data)
         except FileNotFoundError:
-            problem = AnswerProblem("removed while being checked")
+            parsed = AnswerProblem("removed while being checked")
         except AnswerFileChanging:
-            problem = AnswerProblem("kept changing while being read")
+            parsed = AnswerProblem("kept changing while being read")
         except AnswerFileTooLarge:
-            problem = AnswerProblem("larger than any answer file can be")
+            parsed = AnswerProblem("larger than any answer file can be")
         except AnswersUnavailable as e:
-            problem = AnswerProblem(str(e))
-        if problem is not None:
-            return {"valid": False, "error": problem.as_json()}
+            parsed = AnswerProblem(str(e))
+        if isinstance(parsed, AnswerProblem):
+            return {"valid": False, "error": parsed.as_json()}
         if versions is None:
             return {"valid": True, "error": None}
-        findings = lint_range(data, versions)
+        findings = lint_range(parsed, versions)
         return {
             "valid": True,
             "error": None,

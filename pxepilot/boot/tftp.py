@@ -19,6 +19,7 @@ from collections.abc import Callable
 from attrs import frozen
 from zope.interface import implementer
 
+from pxepilot.address import HTTPAddress
 from pxepilot.boot.ipxe import boot_script, chain_script
 from pxepilot.logs import logger
 from pxepilot.tftp.files import BytesReader, IReader, ITFTPFiles, RequestContext
@@ -117,9 +118,7 @@ class BootFiles:
         return BytesReader(chain_script(f"{self.base_url(context)}boot.ipxe").encode())
 
 
-def tftp_base_url(
-    public_url: str | None, http_port: Callable[[], int]
-) -> Callable[[RequestContext], str]:
+def tftp_base_url(address: HTTPAddress) -> Callable[[RequestContext], str]:
     """
     pxe-pilot's base URL for a TFTP client: the public URL when configured, otherwise
     the address the TFTP request was sent to (the client reached it, so it reaches
@@ -127,11 +126,6 @@ def tftp_base_url(
     """
 
     def base(context: RequestContext) -> str:
-        if public_url:
-            return public_url
-        host = context.local or "${next-server}"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{http_port()}/"
+        return address.base_url(context.local or "${next-server}")
 
     return base

@@ -39,6 +39,7 @@ from pxepilot.dhcp.packet import (
     user_classes,
     vendor_class,
 )
+from pxepilot.events import EventBus, IEvents, ProxyDHCPReplied
 from pxepilot.logs import logger
 from pxepilot.macs import MacAddress
 
@@ -178,6 +179,7 @@ class ProxyDHCPServer(DatagramProtocol):
     One proxyDHCP port (67 or 4011), deciding with L{decide} and sending the reply.
 
     @ivar outcomes: Packets by what became of them, since start.
+    @ivar events: Told what became of every packet.
     """
 
     noisy = False
@@ -188,11 +190,13 @@ class ProxyDHCPServer(DatagramProtocol):
         boot_script_url: Callable[[str], str],
         fallback_address: Callable[[], str | None],
         outcomes: Counter[str] | None = None,
+        events: IEvents | None = None,
     ) -> None:
         self.port_number = port
         self._boot_script_url = boot_script_url
         self._fallback_address = fallback_address
         self.outcomes: Counter[str] = outcomes if outcomes is not None else Counter()
+        self.events: IEvents = events if events is not None else EventBus()
         self._told: set[tuple[bytes, str]] = set()
 
     def startProtocol(self) -> None:
@@ -202,7 +206,7 @@ class ProxyDHCPServer(DatagramProtocol):
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         local = self._fallback_address()
         if local is None:
-            self.outcomes[Outcome.IGNORED.value] += 1
+            self._count(Outcome.IGNORED, None, "no IPv4 address of its own to name")
             return
         self._handle(datagram, addr, local, None)
 
@@ -219,7 +223,7 @@ class ProxyDHCPServer(DatagramProtocol):
         try:
             request = decode(datagram)
         except MalformedPacket as e:
-            self.outcomes[Outcome.MALFORMED.value] += 1
+            self._count(Outcome.MALFORMED, None, str(e))
             log.debug(
                 "proxyDHCP: malformed packet from {client}: {reason}",
                 client=sender[0],
@@ -227,8 +231,8 @@ class ProxyDHCPServer(DatagramProtocol):
             )
             return
         decision = decide(request, self.port_number, local, self._boot_script_url, sender)
-        self.outcomes[decision.outcome.value] += 1
         mac = _mac(request)
+        self._count(decision.outcome, mac, decision.detail)
         if decision.reply is None:
             if (
                 decision.outcome is Outcome.UNSUPPORTED_ARCH
@@ -260,6 +264,10 @@ class ProxyDHCPServer(DatagramProtocol):
             port=self.port_number,
             detail=decision.detail,
         )
+
+    def _count(self, outcome: Outcome, mac: str | None, detail: str) -> None:
+        self.outcomes[outcome.value] += 1
+        self.events.publish(ProxyDHCPReplied(outcome.value, mac, detail))
 
 
 def _mac(packet: Packet) -> str:

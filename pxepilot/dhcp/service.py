@@ -11,9 +11,11 @@ from typing import Any
 
 from attrs import frozen
 from twisted.application.service import MultiService
+from twisted.internet.interfaces import IReactorFDSet
 from zope.interface import implementer
 
 from pxepilot.dhcp.proxy import DHCP_SERVER_PORT, PXE_PORT, ProxyDHCPServer
+from pxepilot.events import IEvents
 from pxepilot.health import ComponentHealth, IHealthCheck
 from pxepilot.listening import ListeningService
 from pxepilot.udp import AddressedPort
@@ -22,7 +24,7 @@ from pxepilot.udp import AddressedPort
 class _ProxyPort(ListeningService):
     kind = "proxyDHCP"
 
-    def __init__(self, reactor: Any, server: ProxyDHCPServer, port: int) -> None:
+    def __init__(self, reactor: IReactorFDSet, server: ProxyDHCPServer, port: int) -> None:
         self._reactor = reactor
         self.server = server
         self.port_number = port
@@ -42,9 +44,10 @@ class ProxyDHCPService(MultiService):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorFDSet,
         boot_script_url: Callable[[str], str],
         fallback_address: Callable[[], str | None],
+        events: IEvents | None = None,
         ports: tuple[int, int] = (DHCP_SERVER_PORT, PXE_PORT),
     ) -> None:
         super().__init__()
@@ -52,7 +55,7 @@ class ProxyDHCPService(MultiService):
         self.ports: list[_ProxyPort] = []
         for number, protocol_port in zip(ports, (DHCP_SERVER_PORT, PXE_PORT), strict=True):
             server = ProxyDHCPServer(
-                protocol_port, boot_script_url, fallback_address, self.outcomes
+                protocol_port, boot_script_url, fallback_address, self.outcomes, events
             )
             listener = _ProxyPort(reactor, server, number)
             listener.setServiceParent(self)

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
@@ -39,7 +39,7 @@ class WorkerThread:
     One thread that runs blocking calls in the order they are given.
     """
 
-    def __init__(self, reactor: Any, name: str) -> None:
+    def __init__(self, reactor: IReactorFromThreads, name: str) -> None:
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=name)
 

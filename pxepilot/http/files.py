@@ -25,6 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from pxepilot.http.tcp_access import PlainTCPSocket
 from pxepilot.logs import logger
 
 log = logger(__name__)
@@ -241,8 +242,9 @@ class FileSender:
     Over a plain TCP connection the kernel copies the file to the socket
     (C{os.sendfile}) once the transport's own buffer (the response headers) has gone
     out, as much as the socket takes; then it waits until the socket is writable again,
-    through the transport, which resumes its paused producer when it is. Elsewhere (TLS)
-    it reads and writes, paused and resumed by the transport as any push producer.
+    through the transport, which resumes its paused producer when it is. What that
+    takes of the transport's internals is all in L{PlainTCPSocket}. Elsewhere (TLS) it
+    reads and writes, paused and resumed by the transport as any push producer.
 
     While the kernel sends, the socket is corked (C{TCP_CORK}, as nginx's C{tcp_nopush}):
     only full segments go out, and the last one when the body is complete. Without it,
@@ -270,11 +272,8 @@ class FileSender:
         self._done = False
         channel = getattr(request, "channel", None)
         self._transport: Any = getattr(channel, "transport", None)
-        sock = getattr(self._transport, "socket", None)
-        self._socket: socket.socket | None = (
-            sock if sock is not None and _plain_tcp(self._transport) else None
-        )
-        self._socket_fd = self._socket.fileno() if self._socket is not None else -1
+        self._tcp = PlainTCPSocket.of(self._transport)
+        self._socket_fd = self._tcp.socket.fileno() if self._tcp is not None else -1
 
     def start(self) -> None:
         self._turns.active += 1
@@ -292,8 +291,8 @@ class FileSender:
         if self._done:
             return
         try:
-            if self._socket_fd >= 0:
-                self._send_file()
+            if self._tcp is not None and self._socket_fd >= 0:
+                self._send_file(self._tcp)
             else:
                 self._write_chunks()
         except OSError as e:
@@ -303,22 +302,13 @@ class FileSender:
     def stopProducing(self) -> None:
         self._close()
 
-    def _buffered(self) -> bool:
-        transport = self._transport
-        return bool(getattr(transport, "dataBuffer", b"")) or bool(
-            getattr(transport, "_tempDataBuffer", [])
-        )
-
-    def _wait_writable(self) -> None:
-        # The transport resumes a paused producer once it has written all it holds and
-        # the socket is writable again.
+    def _wait_writable(self, tcp: PlainTCPSocket) -> None:
         self._paused = True
-        self._transport.producerPaused = True
-        self._transport.startWriting()
+        tcp.wait_until_writable()
 
-    def _send_file(self) -> None:
-        if self._buffered():
-            self._wait_writable()
+    def _send_file(self, tcp: PlainTCPSocket) -> None:
+        if tcp.has_buffered_data():
+            self._wait_writable(tcp)
             return
         share = self._turns.share()
         sent_this_turn = 0
@@ -337,7 +327,7 @@ class FileSender:
             if sent == 0:
                 if self._remaining and os.fstat(self._fd).st_size < self._offset + 1:
                     raise OSError(errno.EIO, "the file shrank while being sent")
-                self._wait_writable()
+                self._wait_writable(tcp)
                 return
             self._offset += sent
             self._remaining -= sent
@@ -345,7 +335,7 @@ class FileSender:
             sent_this_turn += sent
             if sent_this_turn >= share and self._remaining:
                 # Let the reactor serve others (the answer endpoint above all).
-                self._wait_writable()
+                self._wait_writable(tcp)
                 return
         self._finish()
 
@@ -378,11 +368,11 @@ class FileSender:
             self._transport.loseConnection()
 
     def _cork(self, corked: bool) -> None:
-        if self._socket is None or _TCP_CORK is None:
+        if self._tcp is None or _TCP_CORK is None:
             return
         # The connection may be gone already; corking is only an optimisation.
         with contextlib.suppress(OSError):
-            self._socket.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, int(corked))
+            self._tcp.socket.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, int(corked))
 
     def _close(self) -> None:
         if not self._done:
@@ -397,12 +387,3 @@ class FileSender:
 
 
 _TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
-
-
-def _plain_tcp(transport: Any) -> bool:
-    """
-    Whether the transport is a plain TCP connection whose socket is ours to write to.
-    """
-    from twisted.internet import tcp
-
-    return isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", False)

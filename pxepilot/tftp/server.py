@@ -18,11 +18,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from attrs import Factory, define, field, frozen
+from attrs import Factory, define, field
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import (
     IListeningPort,
+    IReactorFDSet,
     IReactorTime,
     IReadDescriptor,
     IUDPTransport,
@@ -30,6 +31,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import DatagramProtocol
 from zope.interface import implementer
 
+from pxepilot.events import EventBus, IEvents, TransferFinished
 from pxepilot.logs import logger
 from pxepilot.tftp.files import (
     AccessViolation,
@@ -85,7 +87,9 @@ class TransferSocket:
     are waiting).
     """
 
-    def __init__(self, readers: Any, protocol: DatagramProtocol, interface: str) -> None:
+    def __init__(
+        self, readers: IReactorFDSet | TransferPoller, protocol: DatagramProtocol, interface: str
+    ) -> None:
         # Where to register for reading: the reactor, or a TransferPoller.
         self._reactor = readers
         self.protocol = protocol
@@ -170,7 +174,7 @@ class TransferPoller:
     would with the reactor, through L{addReader} and L{removeReader}.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IReactorFDSet) -> None:
         self._reactor = reactor
         self._epoll = select.epoll()
         self._readers: dict[int, IReadDescriptor] = {}
@@ -212,11 +216,13 @@ class TransferPoller:
             self.removeReader(reader)
 
 
-def reactor_port_opener(reactor: Any) -> PortOpener:
+def reactor_port_opener(reactor: IReactorFDSet) -> PortOpener:
     """
     Opens transfer sockets on C{reactor}, polled together where the system has epoll.
     """
-    registry = TransferPoller(reactor) if hasattr(select, "epoll") else reactor
+    registry: IReactorFDSet | TransferPoller = (
+        TransferPoller(reactor) if hasattr(select, "epoll") else reactor
+    )
 
     def open_port(protocol: DatagramProtocol, interface: str) -> IListeningPort:
         port = TransferSocket(registry, protocol, interface)
@@ -314,19 +320,6 @@ class TransferProtocol(DatagramProtocol):
         self.server.transfer_finished(self, outcome)
 
 
-@frozen
-class FinishedTransfer:
-    """
-    A transfer that ended: to whom, what, how, how much and how long.
-    """
-
-    client: str
-    file: str
-    outcome: OutcomeKind
-    bytes: int
-    seconds: float
-
-
 @define(repr=False)
 class TFTPServer(DatagramProtocol):
     """
@@ -340,6 +333,9 @@ class TFTPServer(DatagramProtocol):
     @ivar policy: Retransmission and duration limits.
     @ivar max_transfers: Concurrent transfers in all.
     @ivar max_per_client: Concurrent acknowledged transfers from one IP address.
+    @ivar events: Told of every transfer that ends.
+    @ivar outcomes: Transfers by how they ended (and requests refused), since start.
+    @ivar bytes_sent: Bytes acknowledged by clients, since start.
     """
 
     noisy = False
@@ -355,7 +351,7 @@ class TFTPServer(DatagramProtocol):
     send_refusal: Callable[[str, Address, bytes], None] = field(
         default=Factory(lambda: _send_once)
     )
-    on_finished: Callable[[FinishedTransfer], None] | None = None
+    events: IEvents = field(factory=EventBus)
     transfers: dict[tuple[str, int, bytes], TransferProtocol] = field(factory=dict)
     per_client: Counter[str] = field(factory=Counter)
     outcomes: Counter[str] = field(factory=Counter)
@@ -571,15 +567,9 @@ class TFTPServer(DatagramProtocol):
             duration=duration,
         )
         self._remove(protocol)
-        if self.on_finished is not None:
-            try:
-                self.on_finished(
-                    FinishedTransfer(protocol.peer[0], protocol.name, outcome.kind, sent, duration)
-                )
-            except Exception:
-                log.failure(
-                    "TFTP {client}: reporting a finished transfer failed", client=protocol.peer[0]
-                )
+        self.events.publish(
+            TransferFinished(protocol.peer[0], protocol.name, outcome.kind.value, sent, duration)
+        )
 
     def _remove(self, protocol: TransferProtocol) -> None:
         if self.transfers.get(protocol.key) is protocol:

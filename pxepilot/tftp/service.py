@@ -11,6 +11,7 @@ from typing import Any
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorFDSet
 from zope.interface import implementer
 
 from pxepilot.health import ComponentHealth, IHealthCheck
@@ -28,7 +29,9 @@ class TFTPService(ListeningService):
 
     kind = "TFTP"
 
-    def __init__(self, reactor: Any, server: TFTPServer, port: int, interface: str) -> None:
+    def __init__(
+        self, reactor: IReactorFDSet, server: TFTPServer, port: int, interface: str
+    ) -> None:
         self._reactor = reactor
         self.server = server
         self.port_number = port

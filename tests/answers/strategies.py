@@ -12,7 +12,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from pxepilot.answers.lint import SCHEMA, InstallerVersion, Key
+from pxepilot.answers.schema import SCHEMA, Key
+from pxepilot.answers.versions import InstallerVersion
 
 V = InstallerVersion.parse
 

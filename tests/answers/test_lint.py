@@ -16,19 +16,11 @@ import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pxepilot.answers.lint import (
-    SCHEMA,
-    Finding,
-    InstallerVersion,
-    Key,
-    VersionRange,
-    errors,
-    installer_versions,
-    key_lines,
-    lint,
-    lint_range,
-)
+from pxepilot.answers.lines import key_lines
+from pxepilot.answers.lint import Finding, errors, lint, lint_range
 from pxepilot.answers.request import InstallerRequest, parse_installer_request
+from pxepilot.answers.schema import SCHEMA, Key
+from pxepilot.answers.versions import InstallerVersion, VersionRange, installer_versions
 from tests.answers.strategies import answer_documents
 from tests.conftest import fixture_bytes
 

@@ -16,6 +16,7 @@ import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent
 from twisted.python.failure import Failure
@@ -526,7 +527,9 @@ async def test_saves_run_in_order_on_the_worker_thread(tmp_path: Path) -> None:
 
     path = tmp_path / "pxe-pilot.sqlite3"
     store = ThreadNotingStore(path)
-    ledger = HostLedger(store, reactor, run_blocking=WorkerThread(reactor, "pxe-pilot-hosts"))
+    ledger = HostLedger(
+        store, reactor, run_blocking=WorkerThread(IReactorFromThreads(reactor), "pxe-pilot-hosts")
+    )
     ledger.startService()
     hosts: list[Host] = []
     for n in range(20):

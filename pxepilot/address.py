@@ -1,0 +1,66 @@
+"""
+Where machines reach pxe-pilot's HTTP side, for the scripts and DHCP replies that
+name it before any HTTP request says so.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from attrs import define, field
+
+
+@define
+class HTTPAddress:
+    """
+    pxe-pilot's HTTP base URL as a machine must be told it.
+
+    Built before anything listens and handed to whatever names the URL (the TFTP chain
+    script, proxyDHCP); the HTTP listener reports the port it got once it listens, which
+    matters when it was asked for any free one.
+
+    @ivar public_url: The operator's external base URL (ending in C{/}), if given.
+    @ivar configured_port: The HTTP port from the configuration.
+    @ivar interface: The address HTTP and TFTP are bound to, if one.
+    """
+
+    public_url: str | None
+    configured_port: int
+    interface: str | None = None
+    _listening_port: int | None = field(default=None, init=False)
+
+    def listening(self, port: int | None) -> None:
+        """
+        The HTTP listener now listens on C{port}; L{None} once it stopped.
+        """
+        self._listening_port = port
+
+    def port(self) -> int:
+        """
+        The port machines reach HTTP on: the listener's, else the configured one.
+        """
+        return self._listening_port if self._listening_port is not None else self.configured_port
+
+    def base_url(self, host: str) -> str:
+        """
+        The base URL (ending in C{/}) for a machine that reached pxe-pilot at C{host}.
+        """
+        if self.public_url:
+            return self.public_url
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port()}/"
+
+    def own_ipv4(self) -> str | None:
+        """
+        pxe-pilot's IPv4 address where the system cannot say which one a request came
+        to: the bound interface, else the public URL's host if it is an address.
+        """
+        if self.interface and ":" not in self.interface:
+            return self.interface
+        host = urlsplit(self.public_url or "").hostname
+        try:
+            return str(ipaddress.IPv4Address(host or ""))
+        except ValueError:
+            return None

@@ -1,0 +1,198 @@
+"""
+The routes a booting machine's iPXE calls: the boot script, the menu and the assets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable
+
+from attrs import define, field
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.iweb import IRequest
+
+from pxepilot.answers.decision import utc
+from pxepilot.answers.files import AnswersUnavailable
+from pxepilot.answers.service import AnswerService, choose_source
+from pxepilot.boot.catalogue import scan
+from pxepilot.boot.ipxe import (
+    LOCAL,
+    MIN_MEMORY_MIB,
+    Machine,
+    boot_script,
+    menu_script,
+    smbios_memory_mib,
+)
+from pxepilot.boot.policy import BootSettings, choose, host_settings
+from pxepilot.config import Config
+from pxepilot.events import (
+    BootScriptServed,
+    DownloadEnded,
+    DownloadStarted,
+    IEvents,
+    MenuServed,
+)
+from pxepilot.hosts.ledger import HostLedger
+from pxepilot.http.files import AssetFiles, Turns
+from pxepilot.http.files import DownloadEnded as BodyEnded
+from pxepilot.http.forwarded import public_base
+from pxepilot.http.responses import query, script_body
+from pxepilot.logs import logger
+from pxepilot.macs import MacAddress, MacAddressError
+
+log = logger(__name__)
+
+
+@define
+class BootRoutes:
+    """
+    C{GET /boot.ipxe}, C{GET /menu.ipxe} and C{/assets/}.
+
+    @ivar answers: Whether a machine would get an answer decides its menu's default.
+    @ivar hosts: Install-once: an installed host's menu boots its disk.
+    @ivar events: Told of every script, menu and asset download served.
+    @ivar clock: Times downloads.
+    @ivar client_of: The client's address, as far as the request's proxies are believed.
+    @ivar turns: Shares the reactor among the asset downloads.
+    """
+
+    answers: AnswerService
+    hosts: HostLedger
+    events: IEvents
+    config: Config
+    clock: IReactorTime
+    client_of: Callable[[IRequest], str]
+    turns: Turns = field(factory=Turns)
+
+    def _base(self, request: IRequest) -> str:
+        return public_base(request, self.config.public_url, self.config.trusted_proxies)
+
+    def boot_ipxe(self, request: IRequest) -> bytes:
+        """
+        The boot script: it fetches the menu, saying which machine asks.
+        """
+        self.events.publish(BootScriptServed(self.client_of(request)))
+        return script_body(request, boot_script(f"{self._base(request)}menu.ipxe"))
+
+    def menu_ipxe(self, request: IRequest) -> bytes:
+        """
+        The menu, made from the assets catalogue for the machine that asks.
+        """
+        base = self._base(request)
+        machine = _machine(request)
+        catalogue = scan(self.config.assets_dir)
+        try:
+            listing = self.answers.listing()
+        except AnswersUnavailable:
+            listing = None
+        host = None
+        has_answer = False
+        if listing is not None and machine.mac is not None:
+            has_answer = choose_source(listing, [machine.mac]) is not None
+            host, problem = host_settings(self.answers.files, listing, machine.mac)
+            if problem:
+                log.warn("boot settings ignored: {problem}", problem=problem)
+        elif listing is not None:
+            has_answer = listing.default_present
+        settings = self.config
+        known = self.hosts.host(machine.mac) if machine.mac else None
+        installed = None
+        if settings.install_once and known is not None and known.installed_at is not None:
+            installed = f"installed on {utc(known.installed_at)}"
+        choice = choose(
+            catalogue.assets,
+            has_answer,
+            host,
+            BootSettings(settings.menu_default),
+            settings.menu_timeout,
+            installed=installed,
+        )
+        asset_url = settings.asset_url or f"{base}assets/"
+        menu_url = f"{base}menu.ipxe?{_echo_query(machine)}"
+        client = self.client_of(request)
+        if machine.mac is not None:
+            self.events.publish(
+                MenuServed(
+                    client,
+                    machine.mac,
+                    choice.default,
+                    choice.reason,
+                    choice.default == LOCAL,
+                    machine.platform,
+                    machine.memory_mib,
+                )
+            )
+        log.info(
+            "menu for {mac} at {client} ({platform}, {memory} MiB): {reason}",
+            mac=str(machine.mac) if machine.mac else "unknown MAC",
+            client=client,
+            platform=machine.platform or "unknown firmware",
+            memory=machine.memory_mib or "?",
+            reason=choice.reason,
+            default=choice.default,
+        )
+        if machine.memory_mib is not None and machine.memory_mib < MIN_MEMORY_MIB:
+            log.warn(
+                "{mac} has {memory} MiB of memory; the installer needs {needed} MiB",
+                mac=str(machine.mac) if machine.mac else "unknown MAC",
+                memory=machine.memory_mib,
+                needed=MIN_MEMORY_MIB,
+            )
+        return script_body(
+            request,
+            menu_script(
+                catalogue.assets, asset_url, menu_url, machine, choice, settings.kernel_args
+            ),
+        )
+
+    def assets(self, request: IRequest) -> AssetFiles:
+        """
+        The assets directory, as a static file server would serve it.
+        """
+        return AssetFiles(self.config.assets_dir, self.turns, self._download_started)
+
+    def _download_started(self, request: IRequest, path: str, length: int) -> BodyEnded:
+        began = self.clock.seconds()
+        client = self.client_of(request)
+        self.events.publish(DownloadStarted(client, path, length))
+
+        def ended(sent: int, complete: bool) -> None:
+            seconds = self.clock.seconds() - began
+            self.events.publish(DownloadEnded(client, path, length, sent, complete, seconds))
+
+        return ended
+
+
+def _machine(request: IRequest) -> Machine:
+    mac = None
+    text = query(request, b"mac")
+    if text:
+        with contextlib.suppress(MacAddressError):
+            mac = MacAddress.parse(text)
+    platform = query(request, b"platform")
+    memory = query(request, b"memsize")
+    if memory and re.fullmatch("[0-9]{1,8}", memory):
+        memory_mib: int | None = int(memory)
+    else:
+        memory_mib = smbios_memory_mib(query(request, b"memdevs", 4096) or "")
+    return Machine(
+        mac=mac,
+        platform=platform if platform in ("efi", "pcbios") else None,
+        memory_mib=memory_mib,
+    )
+
+
+def _echo_query(machine: Machine) -> str:
+    """
+    The menu's own query, rebuilt from what was understood, to come back to after a
+    failure.
+    """
+    parts = []
+    if machine.mac:
+        parts.append(f"mac={machine.mac}")
+    if machine.platform:
+        parts.append(f"platform={machine.platform}")
+    if machine.memory_mib:
+        parts.append(f"memsize={machine.memory_mib}")
+    return "&".join(parts)
