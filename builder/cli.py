@@ -2,7 +2,7 @@
 The C{pxe-pilot-builder} command: a Proxmox ISO in, boot assets out.
 
     pxe-pilot-builder --iso-url https://.../proxmox-ve_9.1-1.iso \\
-        --answer-url http://192.0.2.10:8080/answer --output ./assets
+        --answer-url https://192.0.2.10:8443/answer --output ./assets
 """
 
 from __future__ import annotations
@@ -23,6 +23,14 @@ from twisted.python.failure import Failure
 
 from builder.cdinfo import SAFE_NAME, NotProxmox, ProductInfo
 from builder.iso9660 import IsoError
+from builder.pin import (
+    OPTION,
+    Pin,
+    answer_server,
+    host_port,
+    normalise_fingerprint,
+    server_pin,
+)
 from builder.pipeline import BuildError, BuildResult, Pipeline
 from builder.progress import Progress
 from builder.publish import check_target, make_staging, publish, target_of, write_metadata
@@ -43,14 +51,10 @@ def _http_url(text: str) -> str:
 
 
 def _fingerprint(text: str) -> str:
-    digits = text.replace(":", "").strip()
-    if not re.fullmatch(r"[0-9A-Fa-f]{64}", digits):
-        raise argparse.ArgumentTypeError(
-            "a certificate fingerprint is the SHA-256 of the certificate: 64 hex digits, "
-            "with or without colons"
-        )
-    upper = digits.upper()
-    return ":".join(upper[i : i + 2] for i in range(0, 64, 2))
+    try:
+        return normalise_fingerprint(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _token(text: str) -> str:
@@ -102,7 +106,8 @@ def parser() -> argparse.ArgumentParser:
         "--cert-fingerprint",
         type=_fingerprint,
         metavar="FP",
-        help="SHA-256 fingerprint of the answer server's TLS certificate",
+        help="SHA-256 fingerprint of the answer server's TLS certificate (default for "
+        "an https:// answer URL: the certificate the server presents now)",
     )
     p.add_argument(
         "--answer-token",
@@ -136,21 +141,50 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def mode_file(args: argparse.Namespace) -> bytes:
+def option_pin(args: argparse.Namespace) -> Pin | None:
+    """
+    The pin C{--cert-fingerprint} gives, if it was given.
+    """
+    return Pin(args.cert_fingerprint, OPTION) if args.cert_fingerprint else None
+
+
+def mode_file(args: argparse.Namespace, pin: Pin | None) -> bytes:
     """
     C{/auto-installer-mode.toml}: keys as every installer from 8.2 on reads them.
     """
     http: dict[str, str] = {"url": args.answer_url}
-    if args.cert_fingerprint:
-        http["cert_fingerprint"] = args.cert_fingerprint
+    if pin is not None:
+        http["cert_fingerprint"] = pin.fingerprint
     if args.answer_token:
         http["token"] = args.answer_token
     return tomli_w.dumps({"mode": "http", "http": http}).encode()
 
 
+def source_file(args: argparse.Namespace) -> str | None:
+    """
+    The ISO's file name, without the directory it was read from or downloaded to.
+    """
+    if args.iso is not None:
+        return str(args.iso.name)
+    path = DecodedURL.from_text(args.iso_url).path
+    return path[-1] if path and path[-1] else None
+
+
 def metadata(
-    args: argparse.Namespace, result: BuildResult, verification: str, built: datetime.datetime
+    args: argparse.Namespace,
+    result: BuildResult,
+    verification: str,
+    built: datetime.datetime,
+    pin: Pin | None = None,
 ) -> dict[str, Any]:
+    """
+    The content of C{asset.json}. pxe-pilot serves it to anyone with the assets, so it
+    holds no path of the build machine and no secret.
+
+    @param pin: The certificate pinned; by default the one given with
+        C{--cert-fingerprint}, if any.
+    """
+    pin = pin or option_pin(args)
     info = result.product
     initrds: list[dict[str, str]]
     if result.layout == "combined":
@@ -171,7 +205,7 @@ def metadata(
         "kernel_cmdline": KERNEL_CMDLINE,
         "source": {
             "url": args.iso_url,
-            "path": str(args.iso.absolute()) if args.iso else None,
+            "file": source_file(args),
             "size": result.source_size,
             "sha256": result.source_sha256,
             "verification": verification,
@@ -179,7 +213,8 @@ def metadata(
         # The token itself stays out: this file is served to anyone with the assets.
         "answer": {
             "url": args.answer_url,
-            "cert_fingerprint": args.cert_fingerprint,
+            "cert_fingerprint": pin.fingerprint if pin else None,
+            "pinned_from": pin.pinned_from if pin else None,
             "token": bool(args.answer_token),
         },
         "files": {
@@ -212,6 +247,7 @@ class _Build:
         self.now = now
         self.staging: Path | None = None
         self.pipeline: Pipeline | None = None
+        self.pin: Pin | None = None
         self._checked_target = False
 
     def target(self, info: ProductInfo) -> Path:
@@ -232,7 +268,7 @@ class _Build:
         self.pipeline = Pipeline(
             self.staging,
             self.args.layout,
-            mode_file(self.args),
+            mode_file(self.args, self.pin),
             size,
             threaded=self.threaded,
             now=self.now,
@@ -243,6 +279,9 @@ class _Build:
         args = self.args
         if args.product and args.version:
             check_target(target_of(args.output, args.product, args.version), args.force)
+        # Before anything is created or downloaded: a wrong answer URL fails in seconds
+        # and leaves nothing behind.
+        self.pin = await self._pin()
         self.staging = make_staging(args.output)
         if args.iso is not None:
             result, verification = await self._local(args.iso)
@@ -254,11 +293,30 @@ class _Build:
         built = datetime.datetime.fromtimestamp(
             self.now if self.now is not None else self.reactor.seconds(), datetime.UTC
         )
-        write_metadata(self.staging, metadata(args, result, verification, built))
+        write_metadata(self.staging, metadata(args, result, verification, built, self.pin))
         publish(self.staging, target, args.force)
         self.staging = None
         self.progress.step(f"published {info.product_name} {info.version} in {target}")
         return target
+
+    async def _pin(self) -> Pin | None:
+        url = self.args.answer_url
+        given = option_pin(self.args)
+        if given is not None or answer_server(url) is None:
+            return given
+        pin: Pin
+        if self.threaded:
+            # A blocking handshake, bounded by its timeout, off the reactor's thread.
+            pin = await threads.deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), server_pin, url
+            )
+        else:
+            pin = server_pin(url)
+        self.progress.step(
+            f"pinned the certificate of {host_port(url)}: SHA256 {pin.fingerprint}; "
+            "installers of this asset accept only that certificate"
+        )
+        return pin
 
     async def _local(self, path: Path) -> tuple[BuildResult, str]:
         try:

@@ -23,18 +23,60 @@ class HTTPAddress:
     @ivar public_url: The operator's external base URL (ending in C{/}), if given.
     @ivar configured_port: The HTTP port from the configuration.
     @ivar interface: The address HTTP and TFTP are bound to, if one.
+    @ivar configured_https_port: The HTTPS port from the configuration; 0 for none.
     """
 
     public_url: str | None
     configured_port: int
     interface: str | None = None
+    configured_https_port: int = 0
     _listening_port: int | None = field(default=None, init=False)
+    _listening_https_port: int | None = field(default=None, init=False)
 
     def listening(self, port: int | None) -> None:
         """
         The HTTP listener now listens on C{port}; L{None} once it stopped.
         """
         self._listening_port = port
+
+    def https_listening(self, port: int | None) -> None:
+        """
+        The HTTPS listener now listens on C{port}; L{None} once it stopped.
+        """
+        self._listening_https_port = port
+
+    def https_port(self) -> int | None:
+        """
+        The port HTTPS listens on; L{None} while it does not.
+        """
+        return self._listening_https_port
+
+    def tls_elsewhere(self) -> bool:
+        """
+        Whether machines reach HTTPS through something else that terminates TLS (the
+        public URL is HTTPS on another port than pxe-pilot's): what they see is that
+        proxy's certificate, not pxe-pilot's.
+        """
+        if not self.public_url or not self.public_url.startswith("https://"):
+            return False
+        return (urlsplit(self.public_url).port or 443) != self.configured_https_port
+
+    def https_base_url(self, host: str) -> str | None:
+        """
+        The HTTPS base URL (ending in C{/}) for a machine that reached pxe-pilot at
+        C{host}; L{None} without HTTPS. A public URL that is itself HTTPS (a proxy that
+        terminates TLS) is used as it is; otherwise its host, on the HTTPS port.
+        """
+        if not self.configured_https_port:
+            return None
+        if self.public_url and self.public_url.startswith("https://"):
+            return self.public_url
+        if self.public_url:
+            host = urlsplit(self.public_url).hostname or host
+        if ":" in host:
+            host = f"[{host}]"
+        port = self._listening_https_port or self.configured_https_port
+        return f"https://{host}:{port}/"
 
     def port(self) -> int:
         """

@@ -16,16 +16,22 @@ what it needs, the event observers subscribe, and nothing is changed after.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from attrs import Factory, define, field
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import (
-    IReactorCore,
     IReactorFDSet,
     IReactorFromThreads,
+    IReactorSSL,
     IReactorTime,
 )
 from twisted.web.iweb import IRequest
@@ -48,19 +54,32 @@ from pxepilot.hosts.model import EventKind
 from pxepilot.hosts.neighbours import arp_table_lookup
 from pxepilot.hosts.recorder import LedgerRecorder
 from pxepilot.hosts.store import SQLiteHostStore
+from pxepilot.hosts.tokens import KEY_FILE as WEBHOOK_SECRET_FILE
+from pxepilot.hosts.tokens import HostTokens, load_or_create_secret
 from pxepilot.http.app import PxePilotRoutes
 from pxepilot.http.boot import BootRoutes
 from pxepilot.http.forwarded import client_address
 from pxepilot.http.installer import InstallerRoutes
 from pxepilot.http.listener import HTTPListener
 from pxepilot.http.operator import OperatorRoutes
+from pxepilot.http.secure import SecureOnly, TLSHealth
 from pxepilot.http.site import PxePilotSite
+from pxepilot.logs import logger
 from pxepilot.metrics import Metrics
 from pxepilot.tftp.files import TFTPRoot
 from pxepilot.tftp.negotiation import Limits
 from pxepilot.tftp.server import TFTPServer, reactor_port_opener
 from pxepilot.tftp.service import TFTPHealth, TFTPService
 from pxepilot.tftp.transfer import RetransmitPolicy
+from pxepilot.tls import (
+    ServerCertificate,
+    certificate_names,
+    generated_paths,
+    load_configured,
+    load_or_create,
+)
+
+log = logger(__name__)
 
 STATE_DATABASE = "pxe-pilot.sqlite3"
 
@@ -80,7 +99,22 @@ def _state_thread(pilot: PxePilot) -> RunBlocking:
 
 def _address_of(pilot: PxePilot) -> HTTPAddress:
     config = pilot.config
-    return HTTPAddress(config.public_url, config.port, config.interface)
+    return HTTPAddress(config.public_url, config.port, config.interface, config.https_port)
+
+
+def _give_to_owner(directory: Path, paths: Sequence[Path]) -> None:
+    """
+    Made as root (twistd binds its ports as root, then becomes another user), the
+    state's files would belong to root: give them to the state directory's owner, the
+    user pxe-pilot runs as, so that it can read them after a restart.
+    """
+    if os.geteuid() != 0:
+        return
+    owner = directory.stat()
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if path.stat().st_uid != owner.st_uid:
+                os.chown(path, owner.st_uid, owner.st_gid)
 
 
 @define
@@ -104,6 +138,8 @@ class PxePilot:
         C{hosts}, and the TFTP server, named C{tftp}, when boot is enabled); start it
         with, or attach it to, the application's service tree. Stopping it waits until
         every host event is saved.
+    @ivar certificate: What HTTPS presents: the configured certificate, or the one made
+        once in the state directory; L{None} with HTTPS off.
     @ivar events: Where every part publishes what happens; the ledger and the metrics
         subscribe.
     @ivar ledger: Every host's state and timeline.
@@ -119,12 +155,14 @@ class PxePilot:
     answers: AnswerService = field(init=False)
     resource: IResource = field(init=False)
     service: MultiService = field(init=False)
+    certificate: ServerCertificate | None = field(init=False)
     events: EventBus = field(init=False)
     ledger: HostLedger = field(init=False)
     metrics: Metrics = field(init=False)
 
     def __attrs_post_init__(self) -> None:
         config = self.config
+        self.certificate = self._certificate()
         self.answers = AnswerService(DirectoryAnswerFiles(config.answers_dir), self.reactor)
         self.ledger = HostLedger(
             SQLiteHostStore(config.state_dir / STATE_DATABASE),
@@ -149,12 +187,52 @@ class PxePilot:
         self.ledger.setServiceParent(self.service)
         checks: list[IHealthCheck] = [
             AnswersHealth(self.answers),
-            AssetsHealth(config.assets_dir),
+            AssetsHealth(
+                config.assets_dir,
+                None if self.http_address.tls_elsewhere() else self.fingerprint,
+            ),
             HostsHealth(self.ledger),
             self._tftp() if config.boot_enabled else Disabled("tftp"),
             self._proxy_dhcp() if config.proxy_dhcp else Disabled("proxy_dhcp"),
+            TLSHealth(self.certificate, self.http_address.https_port, time.time),
         ]
         self.resource = self.metrics.count_requests(self._routes(checks).app.resource())
+
+    @property
+    def fingerprint(self) -> str | None:
+        """
+        The HTTPS certificate's SHA-256 fingerprint, as installers pin it.
+        """
+        return self.certificate.fingerprint if self.certificate is not None else None
+
+    def _certificate(self) -> ServerCertificate | None:
+        """
+        @raise TLSSetupError: when the configured or the generated certificate cannot be
+            used; the message is one line naming the file.
+        """
+        config = self.config
+        if not config.https_enabled:
+            return None
+        if config.tls_cert is not None and config.tls_key is not None:
+            certificate = load_configured(config.tls_cert, config.tls_key)
+        else:
+            names = certificate_names(config.interface, config.public_url)
+            certificate = load_or_create(config.state_dir, names, datetime.now(UTC))
+            cert, key = generated_paths(config.state_dir)
+            _give_to_owner(config.state_dir, [cert.parent, cert, key])
+        log.info(
+            "HTTPS certificate ({origin}) SHA-256 {fingerprint}",
+            origin=certificate.origin,
+            fingerprint=certificate.fingerprint,
+        )
+        return certificate
+
+    def _host_tokens(self) -> HostTokens | None:
+        if not self.config.inject_webhook:
+            return None
+        secret = load_or_create_secret(self.config.state_dir)
+        _give_to_owner(self.config.state_dir, [self.config.state_dir / WEBHOOK_SECRET_FILE])
+        return HostTokens(secret)
 
     def _routes(self, checks: list[IHealthCheck]) -> PxePilotRoutes:
         config = self.config
@@ -162,15 +240,31 @@ class PxePilot:
         def client_of(request: IRequest) -> str:
             return client_address(request, config.trusted_proxies)
 
+        secure = SecureOnly(config.require_tls, self.http_address, config.trusted_proxies)
         boot = BootRoutes(self.answers, self.ledger, self.events, config, self.reactor, client_of)
         self.metrics.watch_downloads(lambda: boot.turns.active)
-        return PxePilotRoutes(
-            installer=InstallerRoutes(self.answers, self.ledger, self.events, config, client_of),
-            boot=boot,
-            operator=OperatorRoutes(
-                self.answers, self.ledger, self.metrics, tuple(checks), config, client_of
-            ),
+        installer = InstallerRoutes(
+            self.answers,
+            self.ledger,
+            self.events,
+            config,
+            client_of,
+            secure,
+            self.http_address,
+            self.fingerprint,
+            self._host_tokens(),
         )
+        operator = OperatorRoutes(
+            self.answers,
+            self.ledger,
+            self.metrics,
+            tuple(checks),
+            config,
+            client_of,
+            secure,
+            self.fingerprint,
+        )
+        return PxePilotRoutes(installer=installer, boot=boot, operator=operator)
 
     def _tftp(self) -> IHealthCheck:
         config = self.config
@@ -218,18 +312,35 @@ class PxePilot:
 
 def make_service(config: Config, reactor: IReactorTime | None = None) -> IService:
     """
-    Everything C{twistd pxe-pilot} runs: the HTTP listener (named C{http}) and the
-    services of L{PxePilot} (named C{pxe-pilot}).
+    Everything C{twistd pxe-pilot} runs: the HTTP listener (named C{http}), the HTTPS
+    listener (named C{https}) unless it is off, and the services of L{PxePilot} (named
+    C{pxe-pilot}).
+
+    @raise pxepilot.tls.TLSSetupError: when the HTTPS certificate cannot be used.
     """
     pilot = PxePilot(config) if reactor is None else PxePilot(config, reactor)
     top = MultiService()
     pilot.service.setServiceParent(top)
+    site = pilot.site()
     http = HTTPListener(
-        IReactorCore(pilot.reactor),
-        config.http_endpoint(),
-        pilot.site(),
+        serverFromString(pilot.reactor, config.http_endpoint()),
+        site,
         pilot.http_address.listening,
     )
     http.setName("http")
     http.setServiceParent(top)
+    if pilot.certificate is not None:
+        https = HTTPListener(
+            SSL4ServerEndpoint(
+                IReactorSSL(pilot.reactor),
+                config.https_port,
+                pilot.certificate.context_factory(),
+                interface=config.interface or "",
+            ),
+            site,
+            pilot.http_address.https_listening,
+            kind="HTTPS",
+        )
+        https.setName("https")
+        https.setServiceParent(top)
     return top

@@ -5,6 +5,8 @@ C{pxe-pilot}: the operator's command line, working against a running pxe-pilot.
     pxe-pilot status MAC             one host's state and timeline
     pxe-pilot reinstall MAC          re-arm an installed host
     pxe-pilot check [ANSWERS_DIR]    lint answer files for an installer version (offline)
+    pxe-pilot tls                    the HTTPS certificate's fingerprint and the lines that
+                                     pin it; --rotate for a new one (offline)
 
 The server is C{--url} (C{PXE_PILOT_URL}, default C{http://127.0.0.1:8080/}); its admin
 token, when it has one, C{--admin-token} or, better, C{PXE_PILOT_ADMIN_TOKEN}.
@@ -17,22 +19,40 @@ import json
 import os
 import sys
 import time
+import tomllib
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import treq
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import react
+from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
 
 from pxepilot._version import __version__
 from pxepilot.answers.check import check_answer
 from pxepilot.answers.files import DEFAULT_NAME, AnswersUnavailable, DirectoryAnswerFiles
+from pxepilot.answers.lines import key_lines
 from pxepilot.answers.lint import Finding, errors, lint_range
 from pxepilot.answers.versions import NEWEST, InstallerVersion, VersionRange
+from pxepilot.boot.health import AssetsHealth
 from pxepilot.hosts.page import age
 from pxepilot.macs import MacAddress, MacAddressError, describe
+from pxepilot.tls import (
+    PinnedPolicy,
+    TLSSetupError,
+    certificate_facts,
+    generated_paths,
+    normalise_fingerprint,
+)
+from pxepilot.tls_command import (
+    DEFAULT_TLS_PORT,
+    TLSCommandError,
+    certificate_report,
+    tls,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8080/"
 TIMEOUT = 30
@@ -54,6 +74,14 @@ def parser() -> argparse.ArgumentParser:
         "--url",
         default=os.environ.get("PXE_PILOT_URL") or DEFAULT_URL,
         help=f"pxe-pilot's HTTP address (env PXE_PILOT_URL) [default: {DEFAULT_URL}]",
+    )
+    top.add_argument(
+        "--cert-fingerprint",
+        default=os.environ.get("PXE_PILOT_CERT_FINGERPRINT") or None,
+        metavar="FP",
+        help="over https://, trust the server certificate with this SHA-256 fingerprint "
+        "(env PXE_PILOT_CERT_FINGERPRINT) [default: the one pxe-pilot made in "
+        "PXE_PILOT_STATE_DIR or ./state, if any; else the system's CAs]",
     )
     top.add_argument(
         "--admin-token",
@@ -94,6 +122,77 @@ def parser() -> argparse.ArgumentParser:
         choices=("pve", "pbs", "pmg", "pdm"),
         help="the product installed (some settings are Proxmox VE's only)",
     )
+    check.add_argument(
+        "--assets",
+        type=Path,
+        default=Path(os.environ.get("PXE_PILOT_ASSETS_DIR") or "assets"),
+        metavar="DIR",
+        help="assets to compare with the HTTPS certificate, when both are there "
+        "(env PXE_PILOT_ASSETS_DIR) [default: ./assets]",
+    )
+    check.add_argument(
+        "--state",
+        type=Path,
+        default=Path(os.environ.get("PXE_PILOT_STATE_DIR") or "state"),
+        metavar="DIR",
+        help="where pxe-pilot keeps its generated certificate (env PXE_PILOT_STATE_DIR) "
+        "[default: ./state]",
+    )
+    check.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=Path(os.environ["PXE_PILOT_TLS_CERT"])
+        if os.environ.get("PXE_PILOT_TLS_CERT")
+        else None,
+        metavar="FILE",
+        help="the certificate pxe-pilot is given instead (env PXE_PILOT_TLS_CERT)",
+    )
+    tls = commands.add_parser(
+        "tls",
+        help="the HTTPS certificate's fingerprint and the DHCP, DNS and builder lines "
+        "that pin it; --rotate for a new one (no server needed)",
+    )
+    tls.add_argument(
+        "--state",
+        type=Path,
+        default=os.environ.get("PXE_PILOT_STATE_DIR") or "state",
+        metavar="DIR",
+        help="pxe-pilot's state directory, which holds the generated certificate "
+        "(env PXE_PILOT_STATE_DIR) [default: ./state]",
+    )
+    tls.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=os.environ.get("PXE_PILOT_TLS_CERT") or None,
+        metavar="FILE",
+        help="the operator's certificate pxe-pilot serves instead (env PXE_PILOT_TLS_CERT)",
+    )
+    tls.add_argument(
+        "--assets",
+        type=Path,
+        default=os.environ.get("PXE_PILOT_ASSETS_DIR") or "assets",
+        metavar="DIR",
+        help="the assets directory, to find assets built with the fingerprint "
+        "(env PXE_PILOT_ASSETS_DIR) [default: ./assets]",
+    )
+    tls.add_argument(
+        "--url",
+        dest="answer_url",
+        metavar="URL",
+        help=f"the answer URL to print in the lines [default: https://HOST:"
+        f"{DEFAULT_TLS_PORT}/answer, HOST being PXE_PILOT_PUBLIC_URL's host or this "
+        f"host's name]",
+    )
+    tls.add_argument(
+        "--rotate",
+        action="store_true",
+        help="replace the generated certificate with a new one (refused while assets "
+        "pin the current one, unless --force)",
+    )
+    tls.add_argument(
+        "--force", action="store_true", help="rotate even though assets pin the certificate"
+    )
+    tls.add_argument("--json", action="store_true", help="print the facts as JSON")
     return top
 
 
@@ -104,7 +203,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             version = InstallerVersion.parse(arguments.installer_version)
         except ValueError as e:
             parser().error(f"--installer-version: {e}")
-        raise SystemExit(check(Path(arguments.answers), version, arguments.product, sys.stdout))
+        answers = check(Path(arguments.answers), version, arguments.product, sys.stdout)
+        pinning = check_pinning(arguments.assets, arguments.state, arguments.tls_cert, sys.stdout)
+        raise SystemExit(answers or pinning)
+    if arguments.command == "tls":
+        raise SystemExit(tls(arguments, datetime.now(UTC), sys.stdout))
     if "mac" in arguments:
         try:
             arguments.mac = MacAddress.parse(arguments.mac)
@@ -127,7 +230,9 @@ async def run(reactor: Any, arguments: argparse.Namespace, out: TextIO) -> None:
 
     @raise CommandError: when it cannot be done.
     """
-    client = Client(arguments.url, arguments.admin_token, reactor)
+    client = Client(
+        arguments.url, arguments.admin_token, reactor, _pin_for(arguments.cert_fingerprint)
+    )
     if arguments.command == "hosts":
         report = await client.call("GET", "hosts")
         if arguments.json:
@@ -187,6 +292,9 @@ def check(path: Path, version: InstallerVersion, product: str | None, out: TextI
         )
         for finding in findings:
             print(finding.describe(name), file=out)
+        if problem is None:
+            for line in plain_password_lines(name, data):
+                print(line, file=out)
         found = len(errors(findings))
         rejected += 1 if found else 0
         warned += len(findings) - found
@@ -199,15 +307,71 @@ def check(path: Path, version: InstallerVersion, product: str | None, out: TextI
     return 1 if rejected else 0
 
 
+def plain_password_lines(name: str, data: bytes) -> list[str]:
+    """
+    A warning for a root password written in plain text: the installer accepts it, but
+    anyone who reads the file, or is served the answer, can log in as root.
+    """
+    document = tomllib.loads(data.decode("utf-8"))
+    table = document.get("global")
+    if not isinstance(table, dict):
+        return []
+    spelled = next((key for key in ("root-password", "root_password") if key in table), None)
+    if spelled is None:
+        return []
+    line = key_lines(data.decode("utf-8")).get(f"global.{spelled}")
+    where = f"{name}:{line}" if line else name
+    return [
+        f"{where}: security warning: [global.{spelled}] is the root password in plain text "
+        "(the installer accepts it, and so can anyone who reads the file or is served the "
+        "answer); write root-password-hashed instead, made with: openssl passwd -6 "
+        "(or: mkpasswd -m sha-512)"
+    ]
+
+
+def check_pinning(assets: Path, state: Path, tls_cert: Path | None, out: TextIO) -> int:
+    """
+    Print every asset whose installers pin another certificate than pxe-pilot's (they
+    could not fetch an answer over HTTPS); the exit status: 1 if any does. Nothing is
+    compared without an assets directory or a certificate.
+    """
+    if not assets.is_dir():
+        return 0
+    try:
+        served = certificate_report(tls_cert, state, assets)["fingerprint"]
+    except (TLSCommandError, TLSSetupError):
+        return 0
+    mismatched = (
+        AssetsHealth(assets, served).check().details.get("pinned_to_another_certificate", [])
+    )
+    for version in mismatched:
+        print(
+            f"{assets / version}: error: its installers pin another certificate than "
+            f"pxe-pilot's ({served}): they cannot fetch an answer over HTTPS; rebuild it "
+            "with pxe-pilot-builder (it pins the running server by itself)",
+            file=out,
+        )
+    return 1 if mismatched else 0
+
+
 class Client:
     """
     Calls a pxe-pilot's JSON routes.
     """
 
-    def __init__(self, url: str, token: str | None, reactor: Any) -> None:
+    def __init__(
+        self, url: str, token: str | None, reactor: Any, pinned: str | None = None
+    ) -> None:
         self._base = url if url.endswith("/") else url + "/"
         self._token = token
         self._reactor = reactor
+        # Over HTTPS, pxe-pilot's own certificate is usually self-signed: trust it by
+        # its fingerprint, as the installer does, rather than by a CA.
+        self._agent = (
+            Agent(reactor, contextFactory=PinnedPolicy(pinned))
+            if pinned and self._base.startswith("https://")
+            else None
+        )
 
     async def call(self, method: str, path: str) -> dict[str, Any]:
         url = self._base + path
@@ -216,7 +380,12 @@ class Client:
             headers.setRawHeaders(b"authorization", [f"Bearer {self._token}".encode()])
         try:
             response = await treq.request(
-                method, url, headers=headers, timeout=TIMEOUT, reactor=self._reactor
+                method,
+                url,
+                headers=headers,
+                timeout=TIMEOUT,
+                reactor=self._reactor,
+                agent=self._agent,
             )
             body = await treq.content(response)
         except Exception as e:
@@ -236,6 +405,26 @@ class Client:
         if response.code >= 400:
             raise CommandError(f"{report.get('error', 'failed')} ({response.code})")
         return report
+
+
+def _pin_for(given: str | None) -> str | None:
+    """
+    The fingerprint to trust over HTTPS: the one given, else that of the certificate
+    pxe-pilot made in its state directory when this machine has it.
+
+    @raise CommandError: for a fingerprint that is not one.
+    """
+    if given:
+        try:
+            return normalise_fingerprint(given)
+        except ValueError as e:
+            raise CommandError(f"--cert-fingerprint: {e}") from None
+    state = Path(os.environ.get("PXE_PILOT_STATE_DIR") or "state")
+    certificate = generated_paths(state)[0]
+    try:
+        return certificate_facts(certificate).fingerprint
+    except (OSError, TLSSetupError):
+        return None
 
 
 def _reason(error: Exception) -> str:

@@ -41,6 +41,11 @@ def _check_port(_instance: object, attribute: attrs.Attribute[int], value: int) 
         raise ConfigError(f"{attribute.name}: {e}") from None
 
 
+def _check_port_or_off(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value != 0:
+        _check_port(_instance, attribute, value)
+
+
 @frozen
 class Config:
     """
@@ -82,6 +87,15 @@ class Config:
         reject: C{refuse} (422, with the findings) or C{warn} (served, findings logged).
     @ivar proxy_dhcp: Whether to answer PXE clients' DHCP requests with boot
         information (UDP 67 and 4011), next to the network's own DHCP server.
+    @ivar https_port: The HTTPS port; 0 serves no HTTPS.
+    @ivar tls_cert: The HTTPS certificate (PEM, the leaf first); L{None} to use the one
+        pxe-pilot creates in its state directory.
+    @ivar tls_key: The certificate's private key (PEM), given with C{tls_cert}.
+    @ivar require_tls: Whether answers, webhooks and the operator's routes refuse plain
+        HTTP (403, naming the HTTPS URL).
+    @ivar webhook_token: When set, C{POST /webhook} needs it as the body's C{token}.
+    @ivar inject_webhook: Whether an answer without a C{[post-installation-webhook]}
+        gets one pointing at pxe-pilot, with a token for that host.
     """
 
     answers_dir: Path = field(default=Path("answers"), converter=Path)
@@ -111,6 +125,12 @@ class Config:
     answer_token: str | None = field(default=None, repr=False)
     answer_check: str = "refuse"
     proxy_dhcp: bool = False
+    https_port: int = field(default=8443, validator=_check_port_or_off)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    require_tls: bool = False
+    webhook_token: str | None = field(default=None, repr=False)
+    inject_webhook: bool = False
 
     def http_endpoint(self) -> str:
         """
@@ -121,6 +141,10 @@ class Config:
         family = "tcp6" if ":" in self.interface else "tcp"
         escaped = self.interface.replace(":", "\\:")
         return f"{family}:port={self.port}:interface={escaped}"
+
+    @property
+    def https_enabled(self) -> bool:
+        return self.https_port != 0
 
 
 # Parsers turn the text of an option or variable into a value, or raise ValueError with
@@ -154,6 +178,18 @@ def parse_answer_check(text: str) -> str:
     if word not in ("warn", "refuse"):
         raise ValueError(f"{text!r} is not warn or refuse")
     return word
+
+
+def parse_file(text: str) -> Path | None:
+    if not text.strip():
+        return None
+    return Path(text.strip()).expanduser().absolute()
+
+
+def parse_port_or_off(text: str) -> int:
+    if text.strip() == "0":
+        return 0
+    return parse_port(text)
 
 
 def parse_port(text: str) -> int:
@@ -503,6 +539,61 @@ SETTINGS: tuple[Setting, ...] = (
         parse_bool,
         flag=True,
     ),
+    Setting(
+        "https_port",
+        "https-port",
+        "PXE_PILOT_HTTPS_PORT",
+        "8443",
+        "HTTPS port, serving the same routes as HTTP; 0 turns HTTPS off",
+        parse_port_or_off,
+        metavar="N",
+    ),
+    Setting(
+        "tls_cert",
+        "tls-cert",
+        "PXE_PILOT_TLS_CERT",
+        "",
+        "HTTPS certificate, PEM, leaf first (default: one pxe-pilot creates in --state)",
+        parse_file,
+        metavar="FILE",
+    ),
+    Setting(
+        "tls_key",
+        "tls-key",
+        "PXE_PILOT_TLS_KEY",
+        "",
+        "private key of --tls-cert, PEM",
+        parse_file,
+        metavar="FILE",
+    ),
+    Setting(
+        "require_tls",
+        "require-tls",
+        "PXE_PILOT_REQUIRE_TLS",
+        "false",
+        "refuse answers, webhooks and the operator's routes over plain HTTP (403)",
+        parse_bool,
+        flag=True,
+    ),
+    Setting(
+        "webhook_token",
+        "webhook-token",
+        "PXE_PILOT_WEBHOOK_TOKEN",
+        "",
+        "token POST /webhook requires in its body (the answer's auth-token, 9.2 and later)",
+        parse_token,
+        metavar="TOKEN",
+    ),
+    Setting(
+        "inject_webhook",
+        "inject-webhook",
+        "PXE_PILOT_INJECT_WEBHOOK",
+        "false",
+        "add a post-installation webhook to pxe-pilot, with a per-host token, to answers "
+        "that have none",
+        parse_bool,
+        flag=True,
+    ),
 )
 
 
@@ -525,6 +616,7 @@ def load_config(options: Mapping[str, object], environ: Mapping[str, str]) -> Co
             source = f"--{setting.option}"
             if isinstance(given, bool):
                 values[setting.name] = given
+                sources[setting.option] = source
                 continue
             text = str(given)
         elif environ.get(setting.env, "").strip():
@@ -548,6 +640,15 @@ def load_config(options: Mapping[str, object], environ: Mapping[str, str]) -> Co
             f"{sources.get('proxy-dhcp', '--proxy-dhcp')}: proxyDHCP sends machines to "
             "pxe-pilot's TFTP server, which needs --boot"
         )
+    if (config.tls_cert is None) != (config.tls_key is None):
+        given, missing = ("tls-cert", "tls-key") if config.tls_cert else ("tls-key", "tls-cert")
+        raise ConfigError(f"{sources[given]}: needs --{missing} as well")
+    if config.tls_cert is not None and not config.https_enabled:
+        raise ConfigError(f"{sources['tls-cert']}: HTTPS is off (--https-port 0)")
+    if config.require_tls and not config.https_enabled:
+        raise ConfigError(f"{sources['require-tls']}: needs HTTPS, which --https-port 0 turns off")
+    if config.https_enabled and config.https_port == config.port:
+        raise ConfigError(f"{sources['https-port']}: {config.port} is the HTTP port")
     if config.state_dir.exists() and not config.state_dir.is_dir():
         raise ConfigError(f"{sources['state']}: {config.state_dir} is not a directory")
     for option, path in directories:

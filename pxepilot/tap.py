@@ -16,6 +16,7 @@ from pxepilot.application import make_service
 from pxepilot.config import SETTINGS, Config, ConfigError, Setting, load_config
 from pxepilot.hosts.store import StoreError
 from pxepilot.logs import set_log_level
+from pxepilot.tls import TLSSetupError
 
 
 def _help(setting: Setting) -> str:
@@ -91,4 +92,9 @@ def makeService(options: Any) -> IService:
     try:
         return make_service(config)
     except StoreError as e:
+        raise SystemExit(f"pxe-pilot: error: --state: {e}") from None
+    except TLSSetupError as e:
+        raise SystemExit(f"pxe-pilot: error: {e}") from None
+    except ValueError as e:
+        # The webhook secret in the state directory is damaged.
         raise SystemExit(f"pxe-pilot: error: --state: {e}") from None

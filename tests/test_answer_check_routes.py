@@ -193,3 +193,55 @@ def test_check_command(answers_dir: AnswersDir, tmp_path: Path) -> None:
     bad = check(str(answers_dir.root), "--installer-version", "nine")
     assert bad.returncode == 2
     assert "is not an installer version" in bad.stderr
+
+
+def test_check_warns_of_a_plain_root_password(answers_dir: AnswersDir, tmp_path: Path) -> None:
+    """
+    A root password in plain text is accepted by the installer, so the file passes, but
+    C{pxe-pilot check} warns with the line and how to write C{root-password-hashed}; a
+    hashed password gets no such warning.
+    """
+    answers_dir.write("default.toml")
+    plain = check(str(answers_dir.root), "--assets", str(tmp_path / "none"))
+    assert plain.returncode == 0
+    [warning] = [line for line in plain.stdout.splitlines() if "security warning" in line]
+    assert warning.startswith("default.toml:7: security warning: [global.root-password]")
+    assert "openssl passwd -6" in warning
+    hashed = MINIMAL_ANSWER.replace(
+        b'root-password = "changeme123"', b'root-password-hashed = "$6$salt$abcdefgh"'
+    )
+    answers_dir.write("default.toml", hashed)
+    quiet = check(str(answers_dir.root), "--assets", str(tmp_path / "none"))
+    assert "security warning" not in quiet.stdout
+
+
+def test_check_names_assets_pinned_to_another_certificate(
+    answers_dir: AnswersDir, tmp_path: Path
+) -> None:
+    """
+    With the assets and the state directory at hand, an asset whose installers pin
+    another certificate than pxe-pilot's is an error (exit 1), naming it; one pinned to
+    pxe-pilot's own certificate is fine.
+    """
+    import json
+    from datetime import UTC, datetime
+
+    from pxepilot.tls import load_or_create
+    from tests.test_boot_routes import publish
+
+    answers_dir.write("default.toml")
+    state, assets = tmp_path / "state", tmp_path / "assets"
+    served = load_or_create(state, ["localhost"], datetime.now(UTC)).fingerprint
+    for version, pinned in (("9.1-1", served), ("9.0-1", "CD" * 32)):
+        target = publish(assets, version)
+        metadata = json.loads((target / "asset.json").read_text())
+        metadata["answer"] = {"url": "https://192.0.2.10:8443/answer", "cert_fingerprint": pinned}
+        (target / "asset.json").write_text(json.dumps(metadata))
+    result = check(str(answers_dir.root), "--assets", str(assets), "--state", str(state))
+    assert result.returncode == 1
+    [error] = [line for line in result.stdout.splitlines() if "pin another" in line]
+    assert error.startswith(f"{assets / 'proxmox-ve' / '9.0-1'}: error:")
+    assert served in error
+    (assets / "proxmox-ve" / "9.0-1" / "asset.json").unlink()
+    fine = check(str(answers_dir.root), "--assets", str(assets), "--state", str(state))
+    assert fine.returncode == 0

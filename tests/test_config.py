@@ -85,6 +85,12 @@ def test_environment_sets_every_setting(dirs: Path) -> None:
         "PXE_PILOT_ANSWER_TOKEN": "answer-token-0123456789",
         "PXE_PILOT_ANSWER_CHECK": "Warn",
         "PXE_PILOT_PROXY_DHCP": "yes",
+        "PXE_PILOT_HTTPS_PORT": "9443",
+        "PXE_PILOT_TLS_CERT": str(other / "cert.pem"),
+        "PXE_PILOT_TLS_KEY": str(other / "key.pem"),
+        "PXE_PILOT_REQUIRE_TLS": "on",
+        "PXE_PILOT_WEBHOOK_TOKEN": "webhook-token-0123456789",
+        "PXE_PILOT_INJECT_WEBHOOK": "true",
     }
     assert set(environ) == {s.env for s in SETTINGS}
     config = load_config({}, environ)
@@ -118,7 +124,40 @@ def test_environment_sets_every_setting(dirs: Path) -> None:
         answer_token="answer-token-0123456789",
         answer_check="warn",
         proxy_dhcp=True,
+        https_port=9443,
+        tls_cert=other / "cert.pem",
+        tls_key=other / "key.pem",
+        require_tls=True,
+        webhook_token="webhook-token-0123456789",
+        inject_webhook=True,
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"tls-cert": "/x/cert.pem"}, "--tls-cert: needs --tls-key as well"),
+        ({"tls-key": "/x/key.pem"}, "--tls-key: needs --tls-cert as well"),
+        ({"https-port": "0", "require-tls": True}, "--require-tls: needs HTTPS"),
+        (
+            {"https-port": "0", "tls-cert": "/x/c.pem", "tls-key": "/x/k.pem"},
+            "--tls-cert: HTTPS is off",
+        ),
+        ({"https-port": "8080"}, "--https-port: 8080 is the HTTP port"),
+        ({"https-port": "70000"}, "--https-port: "),
+    ],
+)
+def test_tls_settings_that_cannot_work_stop_start_up(
+    dirs: Path, options: dict[str, object], message: str
+) -> None:
+    """
+    A certificate without its key (or the reverse), TLS required with HTTPS off, or
+    HTTPS on the HTTP port: one line naming the option, before anything listens.
+    """
+    with pytest.raises(ConfigError) as caught:
+        load_config(options, {})
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
 
 
 def test_tokens_are_checked_and_never_shown(dirs: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,11 @@ from twisted.internet.error import CannotListenError
 from pxepilot.boot.health import AssetsHealth
 from pxepilot.dhcp.service import ProxyDHCPHealth, ProxyDHCPService
 from pxepilot.health import ComponentHealth, overall_status
+from pxepilot.http.secure import TLSHealth
 from pxepilot.tftp.files import TFTPRoot
 from pxepilot.tftp.server import TFTPServer
 from pxepilot.tftp.service import TFTPHealth, TFTPService
+from pxepilot.tls import load_or_create
 from tests.test_boot_routes import publish
 
 
@@ -107,3 +110,46 @@ def test_assets_that_all_serve_are_ok(tmp_path: Path) -> None:
     assets = tmp_path / "assets"
     publish(assets, "9.1-1")
     assert AssetsHealth(assets).check().status == "ok"
+
+
+def test_assets_pinned_to_another_certificate_are_degraded(tmp_path: Path) -> None:
+    """
+    A version built to fetch its answer over HTTPS with another certificate's
+    fingerprint is named: its installers would fail their TLS handshake. One pinned to
+    this server's certificate (in any spelling), or fetching over plain HTTP, is fine.
+    """
+    assets = tmp_path / "assets"
+    served = "AB:" * 31 + "AB"
+    for version, url, pinned in (
+        ("9.1-1", "https://192.0.2.10:8443/answer", "ab" * 32),
+        ("9.0-1", "https://192.0.2.10:8443/answer", "CD" * 32),
+        ("8.4-1", "http://192.0.2.10:8080/answer", "CD" * 32),
+    ):
+        target = publish(assets, version)
+        metadata = json.loads((target / "asset.json").read_text())
+        metadata["answer"] = {"url": url, "cert_fingerprint": pinned}
+        (target / "asset.json").write_text(json.dumps(metadata))
+    status = AssetsHealth(assets, served).check()
+    assert status.status == "degraded"
+    assert status.details["pinned_to_another_certificate"] == ["proxmox-ve/9.0-1"]
+    assert AssetsHealth(assets, None).check().status == "ok"
+
+
+def test_tls_reports_its_fingerprint_and_an_expired_certificate(tmp_path: Path) -> None:
+    """
+    The TLS component says the fingerprint installers pin and the port; a certificate
+    past its end is degraded (browsers and monitoring refuse it, installers do not).
+    """
+    now = datetime.now(UTC)
+    certificate = load_or_create(tmp_path / "state", ["localhost"], now)
+    fresh = TLSHealth(certificate, lambda: 8443, lambda: now.timestamp()).check()
+    assert (fresh.status, fresh.details["fingerprint"], fresh.details["port"]) == (
+        "ok",
+        certificate.fingerprint,
+        8443,
+    )
+    later = certificate.not_after.timestamp() + 1
+    expired = TLSHealth(certificate, lambda: None, lambda: later).check()
+    assert expired.status == "degraded"
+    assert "expired" in expired.details["warning"]
+    assert TLSHealth(None, lambda: None, lambda: later).check().status == "disabled"

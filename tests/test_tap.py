@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from twisted.application.service import IServiceCollection, IServiceMaker, MultiService
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.plugin import IPlugin, getPlugins
 
 from pxepilot.http.listener import HTTPListener
@@ -38,18 +39,41 @@ def test_plugin_is_discovered() -> None:
 
 def test_service_tree(dirs: Path) -> None:
     """
-    The tree holds a named HTTP listener on the configured endpoint, serving pxe-pilot's
-    site, and the named pxe-pilot collection.
+    The tree holds named HTTP and HTTPS listeners on the configured ports and address,
+    serving pxe-pilot's site, and the named pxe-pilot collection.
     """
     options = Options()
-    options.parseOptions(["--port", "8181", "--interface", "127.0.0.1"])
+    options.parseOptions(["--port", "8181", "--https-port", "8444", "--interface", "127.0.0.1"])
     top = makeService(options)
     assert isinstance(top, MultiService)
     http = top.getServiceNamed("http")
+    https = top.getServiceNamed("https")
     assert isinstance(http, HTTPListener)
-    assert http.description == "tcp:port=8181:interface=127.0.0.1"
+    assert isinstance(https, HTTPListener)
+    assert isinstance(http.endpoint, TCP4ServerEndpoint)
+    assert isinstance(https.endpoint, SSL4ServerEndpoint)
+    # Twisted's endpoints keep where they listen to themselves.
+    assert (vars(http.endpoint)["_port"], vars(http.endpoint)["_interface"]) == (8181, "127.0.0.1")
+    assert (vars(https.endpoint)["_port"], vars(https.endpoint)["_interface"]) == (
+        8444,
+        "127.0.0.1",
+    )
+    # One site behind both: the same routes over HTTP and HTTPS.
+    assert id(https.factory) == id(http.factory)
     assert isinstance(http.factory, PxePilotSite)
     assert IServiceCollection.providedBy(top.getServiceNamed("pxe-pilot"))
+
+
+def test_https_off_leaves_no_listener(dirs: Path) -> None:
+    """
+    C{--https-port 0} builds no HTTPS listener and makes no certificate.
+    """
+    options = Options()
+    options.parseOptions(["--https-port", "0"])
+    top = makeService(options)
+    assert isinstance(top, MultiService)
+    assert [child.name for child in top] == ["pxe-pilot", "http"]
+    assert not (dirs / "state" / "tls").exists()
 
 
 def test_environment_and_flags(dirs: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -160,6 +160,42 @@ def test_invalid_configuration_stops_start_up(tmp_path: Path) -> None:
         assert process.text.strip() == message
 
 
+def test_unusable_tls_files_stop_start_up_with_one_line(tmp_path: Path) -> None:
+    """
+    A certificate that is not one, a key of another certificate, a key without its
+    certificate, or a damaged generated pair: one line naming the file, a non-zero
+    exit, before anything listens.
+    """
+    from datetime import UTC, datetime
+
+    from pxepilot.tls import new_self_signed
+
+    (tmp_path / "answers").mkdir()
+    (tmp_path / "assets").mkdir()
+    certificate, _ = new_self_signed(["localhost"], datetime.now(UTC))
+    _, other_key = new_self_signed(["localhost"], datetime.now(UTC))
+    (tmp_path / "cert.pem").write_bytes(certificate)
+    (tmp_path / "other.key").write_bytes(other_key)
+    (tmp_path / "garbage.pem").write_bytes(b"garbage")
+    state = tmp_path / "state"
+    (state / "tls").mkdir(parents=True)
+    (state / "tls" / "server.crt").write_bytes(certificate)
+    https = ["--https-port", "18443"]
+    cases = [
+        (["--tls-cert", "garbage.pem", "--tls-key", "other.key"], "garbage.pem"),
+        (["--tls-cert", "cert.pem", "--tls-key", "other.key"], "other.key"),
+        (["--tls-key", "other.key"], "--tls-key: needs --tls-cert as well"),
+        (["--state", str(state)], "server.key"),
+    ]
+    for args, named in cases:
+        process = TwistdProcess([*https, *args], cwd=tmp_path)
+        assert process.finish() != 0
+        [line] = process.text.strip().splitlines()
+        assert line.startswith("pxe-pilot: error: ") and named in line, process.text
+    assert (state / "tls" / "server.crt").read_bytes() == certificate
+    assert not (state / "tls" / "server.key").exists()
+
+
 def test_port_in_use_stops_start_up(tmp_path: Path) -> None:
     """
     When the HTTP port is taken, twistd exits non-zero instead of running deaf.

@@ -32,6 +32,10 @@ class TwistdProcess:
             # Never the default ./state: that would be the checkout's.
             self._state = tempfile.TemporaryDirectory()
             environ["PXE_PILOT_STATE_DIR"] = self._state.name
+        if "PXE_PILOT_HTTPS_PORT" not in environ and "--https-port" not in args:
+            # HTTPS is on by default, on a fixed port that two test servers would share;
+            # a test about HTTPS names a free port of its own.
+            environ["PXE_PILOT_HTTPS_PORT"] = "0"
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()
         self.process = subprocess.Popen(
             [str(TWISTD), "-n", "--pidfile=", "pxe-pilot", *args],

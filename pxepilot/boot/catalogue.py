@@ -55,6 +55,8 @@ class Asset:
     initrds: tuple[Initrd, ...]
     kernel_cmdline: str
     mtime: float
+    answer_url: str | None = None
+    cert_fingerprint: str | None = None
 
     @property
     def version(self) -> str:
@@ -158,6 +160,13 @@ def read_asset(directory: Path, relative: str) -> Asset:
     cmdline = data.get("kernel_cmdline", "")
     if not isinstance(cmdline, str) or (cmdline and not _CMDLINE.fullmatch(cmdline)):
         raise InvalidAsset(f"{METADATA} has an unsafe kernel command line")
+    # What the installers booted from it were built to ask: informational, so a value
+    # of another shape is left out rather than making the version unservable.
+    answer = data.get("answer")
+    answer = answer if isinstance(answer, dict) else {}
+    answer_url = answer.get("url") if isinstance(answer.get("url"), str) else None
+    pinned = answer.get("cert_fingerprint")
+    cert_fingerprint = pinned if isinstance(pinned, str) and pinned else None
     return Asset(
         directory=relative,
         product=text("product"),
@@ -169,6 +178,8 @@ def read_asset(directory: Path, relative: str) -> Asset:
         initrds=tuple(initrds),
         kernel_cmdline=cmdline,
         mtime=mtime,
+        answer_url=answer_url,
+        cert_fingerprint=cert_fingerprint,
     )
 
 

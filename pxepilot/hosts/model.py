@@ -149,6 +149,8 @@ class Host:
     @ivar installed_at: When its installation was reported; L{None} when it is not, or
         no longer, installed.
     @ivar installation: What the installer reported.
+    @ivar webhook_token: Whether its last answer carried a webhook token pxe-pilot
+        added for it: its installation report must then carry that token.
     """
 
     mac: MacAddress
@@ -162,6 +164,7 @@ class Host:
     answer: str | None = None
     installed_at: float | None = None
     installation: Installation | None = None
+    webhook_token: bool = False
 
     @property
     def installed(self) -> bool:
@@ -180,6 +183,7 @@ class Host:
             "answer": self.answer,
             "installed_at": self.installed_at,
             "installation": self.installation.as_json() if self.installation else None,
+            "webhook_token": self.webhook_token,
         }
 
     @classmethod
@@ -198,6 +202,7 @@ class Host:
             answer=data.get("answer"),
             installed_at=data.get("installed_at"),
             installation=Installation.from_json(installation) if installation else None,
+            webhook_token=bool(data.get("webhook_token", False)),
         )
 
 
@@ -262,6 +267,7 @@ def advance(host: Host | None, event: Event) -> Host:
             changes[name] = detail[name]
     if event.kind is EventKind.ANSWER_SERVED:
         changes["answer"] = detail.get("file")
+        changes["webhook_token"] = bool(detail.get("webhook_token", False))
     elif event.kind is EventKind.INSTALLED:
         changes["installed_at"] = event.at
         changes["installation"] = Installation.from_json(detail.get("installation", {}))

@@ -39,6 +39,8 @@ th, .mac, td[data-label="Address"], .age { white-space: nowrap; }
 .state-local-boot { background: #0f766e; } .state-failed { background: #b91c1c; }
 .empty { color: var(--muted); margin-top: 2rem; }
 footer { margin-top: 1.5rem; color: var(--muted); font-size: .8rem; }
+.tls { color: var(--muted); font-size: .8rem; }
+.fingerprint { overflow-wrap: anywhere; }
 @media (max-width: 700px) {
   thead { display: none; }
   table, tbody, tr, td { display: block; width: 100%; }
@@ -105,10 +107,17 @@ def _row(host: Host, now: float) -> str:
 
 
 def status_page(
-    hosts: Iterable[Host], counts: Mapping[str, int], now: float, version: str
+    hosts: Iterable[Host],
+    counts: Mapping[str, int],
+    now: float,
+    version: str,
+    fingerprint: str | None = None,
 ) -> bytes:
     """
     The page, newest activity first.
+
+    @param fingerprint: The HTTPS certificate's SHA-256 fingerprint, to compare with
+        what the installers pin; L{None} without HTTPS.
     """
     ordered = sorted(hosts, key=lambda host: host.last_event.at, reverse=True)
     summary = "".join(
@@ -127,6 +136,12 @@ def status_page(
             "their first boot file or menu request.</p>"
         )
     total = len(ordered)
+    tls = (
+        '<p class="tls">HTTPS certificate SHA-256 '
+        f'<code class="fingerprint">{escape(fingerprint)}</code></p>\n'
+        if fingerprint
+        else ""
+    )
     html = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -139,7 +154,7 @@ def status_page(
 <body>
 <header><h1>pxe-pilot</h1><ul class="counts">{summary}</ul></header>
 {body}
-<footer>pxe-pilot {escape(version)} &middot; refreshes every {REFRESH_SECONDS} s</footer>
+{tls}<footer>pxe-pilot {escape(version)} &middot; refreshes every {REFRESH_SECONDS} s</footer>
 </body>
 </html>
 """

@@ -13,7 +13,7 @@ import binascii
 import hashlib
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 from pxepilot.answers.request import (
     BadInstallerRequest,
@@ -44,12 +44,17 @@ class InstallReport:
     @ivar installation: What was installed, and where it can be reached.
     @ivar serial: The DMI system serial number.
     @ivar uuid: The DMI system UUID.
+    @ivar token: The body's C{token} (9.2 on, from the answer's C{auth-token}), to
+        authenticate the report; L{None} when absent or not a string, as a report without
+        one. A credential: kept out of the C{repr}, and of L{installation}, which is
+        logged and stored.
     """
 
     macs: tuple[MacAddress, ...]
     installation: Installation
     serial: str | None = None
     uuid: str | None = None
+    token: str | None = field(default=None, repr=False)
 
 
 def parse_webhook(body: bytes) -> InstallReport:
@@ -103,11 +108,14 @@ def parse_webhook(body: bytes) -> InstallReport:
         disks=tuple(_disks(document.get("disks"))),
         ssh_host_keys=tuple(_host_keys(table_field(document, "ssh-public-host-keys"))),
     )
+    # Read whole, not cut short as text_field does: a token must match exactly.
+    token = document.get("token")
     return InstallReport(
         macs=tuple(macs),
         installation=installation,
         serial=text_field(system, "serial"),
         uuid=text_field(system, "uuid"),
+        token=token if isinstance(token, str) else None,
     )
 
 

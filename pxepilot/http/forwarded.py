@@ -97,3 +97,16 @@ def public_base(
     prepath = prepath[: max(0, len(prepath) - route_segments)]
     prefix = "".join(f"{quote(segment.decode('utf-8', 'replace'))}/" for segment in prepath)
     return f"{scheme}://{host}/{prefix}"
+
+
+def is_secure(request: IRequest, trusted: Sequence[IPNetwork]) -> bool:
+    """
+    Whether the client reached pxe-pilot over TLS: the connection is, or a trusted
+    proxy says (C{X-Forwarded-Proto: https}) that it terminated TLS for it.
+    """
+    if request.isSecure():
+        return True
+    peer = getattr(request.getClientAddress(), "host", None)
+    if not isinstance(peer, str) or not _is_trusted(peer, trusted):
+        return False
+    return (_last(request, b"x-forwarded-proto") or "").lower() == "https"

@@ -8,11 +8,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import attrs
 from attrs import frozen
 from twisted.web.iweb import IRequest
 
+from pxepilot.address import HTTPAddress
 from pxepilot.answers.decision import Installed, Refuse, Serve, decide_answer
 from pxepilot.answers.files import AnswersUnavailable
+from pxepilot.answers.inject import webhook_section
 from pxepilot.answers.request import (
     MAX_REQUEST_BYTES,
     BadInstallerRequest,
@@ -23,9 +26,12 @@ from pxepilot.answers.service import AnswerService, Served
 from pxepilot.config import Config
 from pxepilot.events import AnswerRefused, AnswerServed, IEvents, InstallationReported
 from pxepilot.hosts.ledger import HostLedger
+from pxepilot.hosts.tokens import HostTokens, webhook_verdict
 from pxepilot.hosts.webhook import MAX_WEBHOOK_BYTES, BadWebhook, parse_webhook
 from pxepilot.http.auth import token_matches
+from pxepilot.http.forwarded import public_base
 from pxepilot.http.responses import Refused, header, json_body, toml_body
+from pxepilot.http.secure import SecureOnly
 from pxepilot.logs import logger
 from pxepilot.macs import MacAddress
 
@@ -56,11 +62,16 @@ class InstallerRoutes:
     events: IEvents
     config: Config
     client_of: Callable[[IRequest], str]
+    secure: SecureOnly
+    address: HTTPAddress
+    fingerprint: str | None = None
+    host_tokens: HostTokens | None = None
 
     async def answer(self, request: IRequest) -> bytes:
         """
         The Proxmox installer's answer request: system information in, TOML out.
         """
+        self.secure.check(request)
         client = self.client_of(request)
         token = self.config.answer_token
         if token is not None and not token_matches(request, token):
@@ -114,9 +125,49 @@ class InstallerRoutes:
         }
         if isinstance(decision, Refuse):
             return await self._refuse(request, decision, mac, fields, identity)
+        served = decision.served
+        if self.config.inject_webhook:
+            served, identity = self._with_webhook(request, decision, installer, mac, identity)
         self._log_served(decision, fields)
-        await self._deliver(AnswerServed(client, mac, decision.served.source, identity), mac)
-        return toml_body(request, decision.served)
+        await self._deliver(AnswerServed(client, mac, served.source, identity), mac)
+        return toml_body(request, served)
+
+    def _with_webhook(
+        self,
+        request: IRequest,
+        serve: Serve,
+        installer: InstallerRequest,
+        mac: MacAddress,
+        identity: dict[str, Any],
+    ) -> tuple[Served, dict[str, Any]]:
+        """
+        The answer with a post-installation webhook to pxe-pilot added when it has
+        none, and what the host's timeline keeps of that (never the token).
+        """
+        served = serve.served
+        if served.parsed is None:
+            return served, identity
+        host = request.getRequestHostname().decode("latin-1")
+        base = self.address.https_base_url(host) or public_base(
+            request, self.config.public_url, self.config.trusted_proxies
+        )
+        token = self.host_tokens.for_host(mac) if self.host_tokens is not None else None
+        # Behind a proxy that terminates TLS, the installer meets the proxy's certificate,
+        # which pxe-pilot cannot pin: the installer then trusts its CAs.
+        pinned = base.startswith("https://") and not self.address.tls_elsewhere()
+        fingerprint = self.fingerprint if pinned else None
+        injected = webhook_section(
+            served.parsed, serve.versions, installer.product, f"{base}webhook", fingerprint, token
+        )
+        if injected is None:
+            return served, identity
+        # The installer of this version may not take a token (before 9.2): then none
+        # was issued, and its report is accepted without one.
+        issued = token is not None and b"auth-token" in injected[len(served.data) :]
+        return (
+            attrs.evolve(served, data=injected),
+            {**identity, "webhook": "injected", "webhook_token": issued},
+        )
 
     def _installed(self, macs: Sequence[MacAddress]) -> Installed | None:
         """
@@ -202,10 +253,26 @@ class InstallerRoutes:
         """
         The installer's post-installation report: the host is installed.
         """
+        self.secure.check(request)
         client = self.client_of(request)
         report = _read_body(
             request, MAX_WEBHOOK_BYTES, parse_webhook, "installation report", client
         )
+        refusal = webhook_verdict(
+            report.token,
+            report.macs,
+            self.config.webhook_token,
+            self.host_tokens,
+            self._token_issued,
+        )
+        if refusal is not None:
+            log.warn(
+                "installation report from {client} refused (401): {reason}",
+                client=client,
+                reason=refusal,
+                macs=[str(mac) for mac in report.macs],
+            )
+            raise Refused.because(401, f"installation report refused: {refusal}")
         mac = self.hosts.identify(report.macs, report.macs[0])
         reported = InstallationReported(
             client, mac, report.installation.as_json(), report.serial, report.uuid
@@ -220,6 +287,10 @@ class InstallerRoutes:
         host = self.hosts.host(mac)
         assert host is not None, "a recorded host is known"
         return json_body(request, {"mac": str(mac), "state": host.state.value})
+
+    def _token_issued(self, mac: MacAddress) -> bool:
+        host = self.hosts.host(mac)
+        return host is not None and host.webhook_token
 
 
 def _read_body(

@@ -1,5 +1,5 @@
 """
-The HTTP listener: a service on a server endpoint description.
+The HTTP and HTTPS listeners: a service on a stream server endpoint.
 """
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.python.failure import Failure
 
 from pxepilot.listening import ListeningService
@@ -20,34 +19,31 @@ def _ignore_port(port: int | None) -> None:
 
 class HTTPListener(ListeningService):
     """
-    Listens on C{description} (such as C{tcp:8080:interface=192.0.2.1}) while running.
+    Listens on C{endpoint} (TCP or TLS) while running.
 
+    @param kind: C{HTTP} or C{HTTPS}, for the log line.
     @param listening: Told the port it listens on once it does, and L{None} once it
         stopped (see L{pxepilot.address.HTTPAddress.listening}).
     """
 
-    kind = "HTTP"
-
     def __init__(
         self,
-        reactor: IReactorCore,
-        description: str,
+        endpoint: IStreamServerEndpoint,
         factory: IProtocolFactory,
         listening: Callable[[int | None], None] = _ignore_port,
+        kind: str = "HTTP",
     ) -> None:
-        self._reactor = reactor
-        self.description = description
+        self.endpoint = endpoint
         self.factory = factory
         self._tell = listening
+        self.kind = kind
 
     def _listen(self) -> IListeningPort:
         outcome: list[IListeningPort | Failure] = []
-        serverFromString(self._reactor, self.description).listen(self.factory).addBoth(
-            outcome.append
-        )
-        # Stream server endpoints on TCP listen synchronously; anything else would leave
+        self.endpoint.listen(self.factory).addBoth(outcome.append)
+        # TCP and TLS server endpoints listen synchronously; anything else would leave
         # start-up with no way to report a failure.
-        assert outcome, f"{self.description} did not listen synchronously"
+        assert outcome, f"{self.endpoint} did not listen synchronously"
         if isinstance(outcome[0], Failure):
             outcome[0].raiseException()
         port = outcome[0]

@@ -25,6 +25,7 @@ from pxepilot.hosts.model import Host
 from pxepilot.hosts.page import status_page
 from pxepilot.http.auth import token_matches
 from pxepilot.http.responses import Refused, header, json_body, query, toml_body
+from pxepilot.http.secure import SecureOnly
 from pxepilot.logs import logger
 from pxepilot.macs import MacAddress, MacAddressError, describe
 from pxepilot.metrics import CONTENT_TYPE as METRICS_TYPE
@@ -58,11 +59,15 @@ class OperatorRoutes:
     health_checks: Sequence[IHealthCheck]
     config: Config
     client_of: Callable[[IRequest], str]
+    secure: SecureOnly
+    fingerprint: str | None = None
 
     def _admin_only(self, request: IRequest) -> None:
         """
-        @raise Refused: 401 when an admin token is set and C{request} does not present it.
+        @raise Refused: 403 over plain HTTP when TLS is required; 401 when an admin token
+            is set and C{request} does not present it.
         """
+        self.secure.check(request)
         token = self.config.admin_token
         if token is not None and not token_matches(request, token):
             raise Refused(401, {"error": "this needs pxe-pilot's admin token"}, _ASK_FOR_TOKEN)
@@ -174,7 +179,9 @@ class OperatorRoutes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         hosts = list(self.hosts.hosts.values())
-        return status_page(hosts, self.hosts.summary(), self.hosts.now(), __version__)
+        return status_page(
+            hosts, self.hosts.summary(), self.hosts.now(), __version__, self.fingerprint
+        )
 
     def health(self, request: IRequest) -> bytes:
         """

@@ -172,7 +172,7 @@ def test_not_before_the_webhook(versions: VersionRange) -> None:
         'cert_fingerprint = "AA:BB"\nauth_token = "theirs"\n',
         '[  post-installation-webhook    ]\nurl = "https://hooks.example.com/"\n',
         '[ "post-installation-webhook" ]\nurl = "https://hooks.example.com/"\n',
-        '[post-installation-webhook]\n# to be filled in\n',
+        "[post-installation-webhook]\n# to be filled in\n",
         '[post_installation_webhook]\nurl = "https://hooks.example.com/"\n',
     ],
     ids=["kebab", "snake", "spaced-header", "quoted-header", "empty", "misspelled-table"],
@@ -237,23 +237,20 @@ def test_the_answer_s_own_errors_do_not_stop_it() -> None:
 
 @pytest.mark.parametrize(
     "ending",
-    [b"", b"# the end", b'fqdn = "x"', b"[[x]]\ny = 1"],
-    ids=["value", "comment", "top-level-key-after", "array-of-tables"],
+    [b"", b"# the end", b"[[x]]\ny = 1"],
+    ids=["value", "comment", "array-of-tables"],
 )
 def test_a_file_without_a_final_newline(ending: bytes) -> None:
     """
     A file whose last line has no newline gets one before the section: a comment does
     not swallow the header, and the last key keeps its value.
     """
-    data = OPERATOR.rstrip(b"\n")
-    if ending == b'fqdn = "x"':
-        data = data.replace(b"[global]\n", b"")
-        data = b"[global]\n" + data + b"\n[x]\n" + ending
-    elif ending:
-        data += b"\n" + ending
+    data = OPERATOR.rstrip(b"\n") + (b"\n" + ending if ending else b"")
     assert not data.endswith(b"\n")
-    section = added(data, inject(data))
-    assert section["url"] == URL
+    result = inject(data)
+    assert added(data, result)["url"] == URL
+    assert result is not None
+    assert result[len(data) :].startswith(b"\n\n[post-installation-webhook]\n")
 
 
 def test_an_array_of_tables_last_is_kept() -> None:
@@ -318,9 +315,8 @@ def test_any_answer(
         return
     section = added(data, result)
     assert section.pop("url") == url
-    assert section.pop("cert-fingerprint", None) or section.pop(
-        "cert_fingerprint", None
-    ) == fingerprint or (fingerprint is None or fingerprint == "")
+    spelled = "cert_fingerprint" if versions.low < V("8.4") else "cert-fingerprint"
+    assert section.pop(spelled, None) == fingerprint
     assert section.pop("auth-token", None) == (token if versions.low >= V("9.2") else None)
     assert section == {}
 

@@ -11,6 +11,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,13 @@ import pytest
 import pytest_twisted
 from twisted.internet import utils
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.protocol import Factory, Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from builder.testing import cd_info, make_iso, proxmox_files
 from tests.builder.helpers import iso_file, split_combined
-from tests.builder.servers import IsoServer
+from tests.builder.servers import IsoServer, closed_port, self_signed, tls_server
 
 BUILDER = str(Path(sys.executable).parent / "pxe-pilot-builder")
 ANSWER = "http://192.0.2.10:8080/answer"
@@ -85,6 +88,7 @@ def test_local_iso(iso: Path, tmp_path: Path) -> None:
     assert metadata["answer"] == {
         "url": ANSWER,
         "cert_fingerprint": ":".join(["AB"] * 32),
+        "pinned_from": "option",
         "token": True,
     }
     assert "s3cret" not in (target / "asset.json").read_text()
@@ -411,3 +415,187 @@ async def _wait(process: subprocess.Popen[bytes]) -> int:
             return process.returncode
         await deferLater(reactor, 0.05, lambda: None)
     raise AssertionError("the builder did not stop")
+
+
+def installer_mode(target: Path) -> dict[str, Any]:
+    """
+    The C{/auto-installer-mode.toml} the installer will read: from the ISO inside a
+    combined initrd, parsed.
+    """
+    _, image = split_combined((target / "initrd").read_bytes(), len(INITRD))
+    return tomllib.loads(iso_file(image, rr_path="/auto-installer-mode.toml").decode())
+
+
+def openssl_fingerprint(der: bytes) -> str:
+    """
+    What C{openssl x509 -fingerprint -sha256} prints for a certificate, after the C{=}.
+    """
+    return ":".join(f"{byte:02X}" for byte in hashlib.sha256(der).digest())
+
+
+def test_pins_the_server_certificate(iso: Path, tmp_path: Path) -> None:
+    """
+    An https:// answer URL without --cert-fingerprint: the builder fetches the server's
+    certificate and pins its SHA-256 in the ISO's mode file, says so, and records it in
+    asset.json as pinned from the server.
+    """
+    certificate = self_signed(tmp_path)
+    with tls_server(certificate) as server:
+        url = f"https://127.0.0.1:{server.port}/answer"
+        result = builder("--iso", iso, "--answer-url", url, "--output", tmp_path / "assets")
+    assert result.returncode == 0, result.stderr
+    expected = openssl_fingerprint(certificate.der)
+    target = tmp_path / "assets" / "proxmox-ve" / "9.1-1"
+    assert installer_mode(target) == {
+        "mode": "http",
+        "http": {"url": url, "cert_fingerprint": expected},
+    }
+    assert (
+        f"pinned the certificate of 127.0.0.1:{server.port}: SHA256 {expected}; installers "
+        "of this asset accept only that certificate"
+    ) in result.stderr.splitlines()
+    assert check_assets(target)["answer"] == {
+        "url": url,
+        "cert_fingerprint": expected,
+        "pinned_from": "server",
+        "token": False,
+    }
+    assert server.handshakes == 1
+
+
+def test_given_fingerprint_is_normalised_and_nothing_fetched(iso: Path, tmp_path: Path) -> None:
+    """
+    --cert-fingerprint in lower case without colons is pinned as the installer prints
+    it, and the answer server is not contacted: the build succeeds with nothing
+    listening at the URL.
+    """
+    digest = hashlib.sha256(b"a certificate made elsewhere").hexdigest()
+    expected = ":".join(digest[i : i + 2] for i in range(0, 64, 2)).upper()
+    with closed_port() as port:
+        url = f"https://127.0.0.1:{port}/answer"
+        result = builder(
+            "--iso",
+            iso,
+            "--answer-url",
+            url,
+            "--cert-fingerprint",
+            digest,
+            "--output",
+            tmp_path / "assets",
+        )
+    assert result.returncode == 0, result.stderr
+    target = tmp_path / "assets" / "proxmox-ve" / "9.1-1"
+    assert installer_mode(target)["http"] == {"url": url, "cert_fingerprint": expected}
+    metadata = check_assets(target)
+    assert metadata["answer"]["cert_fingerprint"] == expected
+    assert metadata["answer"]["pinned_from"] == "option"
+    assert "pinned the certificate" not in result.stderr
+
+
+def test_http_answer_url_pins_nothing(iso: Path, tmp_path: Path) -> None:
+    """
+    An http:// answer URL has no certificate: the mode file has no cert_fingerprint and
+    asset.json records none.
+    """
+    result = builder("--iso", iso, "--answer-url", ANSWER, "--output", tmp_path)
+    assert result.returncode == 0, result.stderr
+    target = tmp_path / "proxmox-ve" / "9.1-1"
+    assert installer_mode(target)["http"] == {"url": ANSWER}
+    answer = check_assets(target)["answer"]
+    assert (answer["cert_fingerprint"], answer["pinned_from"]) == (None, None)
+    assert "pinned" not in result.stderr
+
+
+def strings(value: Any) -> Iterator[str]:
+    """
+    Every string in a JSON document, keys included.
+    """
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+def test_asset_json_holds_no_local_path(tmp_path: Path) -> None:
+    """
+    asset.json is served to anyone with the assets: it names the source ISO's file but
+    no directory of the build machine (the ISO's, the output's, the home directory).
+    """
+    source = tmp_path / "isos" / "proxmox-ve_9.1-1.iso"
+    source.parent.mkdir()
+    make_iso(source, proxmox_files(initrd=INITRD))
+    output = tmp_path / "assets"
+    result = builder("--iso", source, "--answer-url", ANSWER, "--output", output)
+    assert result.returncode == 0, result.stderr
+    metadata = check_assets(output / "proxmox-ve" / "9.1-1")
+    assert metadata["source"]["file"] == "proxmox-ve_9.1-1.iso"
+    home = str(Path.home())
+    for text in strings(metadata):
+        assert str(tmp_path) not in text, text
+        assert not text.startswith("/"), text
+        assert home == "/" or home not in text, text
+
+
+class PlainHTTP(Protocol):
+    """
+    An HTTP server's answer to whatever arrives, as a TLS client meets it when an
+    https:// URL names an http:// server's port.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        transport: Any = self.transport
+        transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+        transport.loseConnection()
+
+
+@pytest.mark.parametrize("listening", ["nothing", "plain HTTP"])
+@pytest_twisted.ensureDeferred
+async def test_unusable_answer_server_fails_first(
+    iso: Path, tmp_path: Path, listening: str
+) -> None:
+    """
+    When the https:// answer URL leads to no server, or to one that does not speak TLS,
+    the build stops in seconds with one line naming the URL and the way around, before
+    the ISO is requested, and creates nothing.
+    """
+    from twisted.internet import reactor
+
+    data = iso.read_bytes()
+    server = IsoServer({"proxmox-ve_9.1-1.iso": data, "SHA256SUMS": sums(data)})
+    site: Any = Site(server)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    factory: Any = Factory.forProtocol(PlainHTTP)
+    plain = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    output = tmp_path / "assets"
+    try:
+        with closed_port() as closed:
+            answer_port = closed if listening == "nothing" else port_number(plain)
+            url = f"https://127.0.0.1:{answer_port}/answer"
+            started = time.monotonic()
+            _out, err, code = await run_builder(
+                "--iso-url",
+                f"http://127.0.0.1:{port_number(port)}/iso/proxmox-ve_9.1-1.iso",
+                "--answer-url",
+                url,
+                "--output",
+                str(output),
+            )
+            elapsed = time.monotonic() - started
+    finally:
+        await maybeDeferred(port.stopListening)
+        await maybeDeferred(plain.stopListening)
+    assert code == 1
+    [line] = err.strip().splitlines()
+    cause = "Connection refused" if listening == "nothing" else "TLS handshake failed"
+    assert line.startswith(
+        f"pxe-pilot-builder: error: cannot pin the certificate of {url}: {cause}"
+    ), line
+    assert line.endswith("give its fingerprint with --cert-fingerprint"), line
+    assert elapsed < 30
+    assert server.requests == []
+    assert not output.exists()

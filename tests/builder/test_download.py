@@ -84,7 +84,7 @@ def test_verified_download(iso: bytes, tmp_path: Path) -> None:
     metadata = json.loads((target / "asset.json").read_text())
     assert metadata["source"] == {
         "url": URL,
-        "path": None,
+        "file": "proxmox-ve_9.1-1.iso",
         "size": len(iso),
         "sha256": hashlib.sha256(iso).hexdigest(),
         "verification": "SHA256SUMS",

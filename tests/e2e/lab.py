@@ -150,7 +150,39 @@ if ! mount -t iso9660 -o loop,ro /proxmox.iso /mnt; then
     poweroff -f
 fi
 url=$(sed -n 's/^url *= *"\(.*\)"/\1/p' /mnt/auto-installer-mode.toml)
+pinned=$(sed -n 's/^cert_fingerprint *= *"\(.*\)"/\1/p' /mnt/auto-installer-mode.toml)
 echo "fake installer: answer URL $url"
+# post URL BODY OUT [FINGERPRINT]: POST BODY as JSON, the response's body into OUT.
+# Over HTTPS, as the installer does with a fingerprint: only to the server whose
+# certificate's SHA-256 is FINGERPRINT, checked before anything is sent.
+post() {
+    case "$1" in
+    https://*)
+        rest=${1#https://}
+        hostport=${rest%%/*}
+        path=/${rest#*/}
+        [ "$rest" = "$hostport" ] && path=/
+        seen=$(openssl s_client -connect "$hostport" </dev/null 2>/dev/null |
+            openssl x509 -noout -fingerprint -sha256 | sed 's/^.*=//')
+        echo "fake installer: $hostport presents SHA-256 $seen"
+        if [ -n "$4" ] && [ "$seen" != "$4" ]; then
+            echo "FAIL: the certificate is not the pinned $4"
+            return 1
+        fi
+        request='POST %s HTTP/1.0\r\nHost: %s\r\n'
+        request="$request"'Content-Type: application/json; charset=utf-8\r\n'
+        request="$request"'Content-Length: %s\r\n\r\n%s'
+        printf "$request" "$path" "$hostport" "${#2}" "$2" |
+            openssl s_client -quiet -connect "$hostport" 2>/dev/null | tr -d '\r' >/tmp/response
+        head -n 1 /tmp/response | grep -q ' 200 ' || return 1
+        sed '1,/^$/d' /tmp/response >"$3"
+        ;;
+    *)
+        wget -q -O "$3" --header "Content-Type: application/json; charset=utf-8" \
+            --post-data "$2" "$1"
+        ;;
+    esac
+}
 iface=""
 for attempt in $(seq 1 100); do
     for dev in /sys/class/net/*; do
@@ -167,8 +199,7 @@ body='{"$schema":{"version":"1.0"},'
 body="$body"'"product":{"fullname":"Proxmox VE","product":"pve","enable_btrfs":true},'
 body="$body"'"iso":{"release":"9.1","isorelease":"1"},"dmi":{"system":{"name":"QEMU"}},'
 body="$body"'"network_interfaces":[{"link":"'"$iface"'","mac":"'"$mac"'"}]}'
-wget -q -O /tmp/answer --header "Content-Type: application/json; charset=utf-8" \
-    --post-data "$body" "$url" || echo "FAIL: the answer request failed"
+post "$url" "$body" /tmp/answer "$pinned" || echo "FAIL: the answer request failed"
 echo PXE-PILOT-ANSWER-BEGIN
 cat /tmp/answer
 echo PXE-PILOT-ANSWER-END
@@ -185,8 +216,9 @@ if [ -n "$hook" ]; then
     report="$report"'"fqdn":"'"${fqdn:-unknown.invalid}"'","filesystem":"ext4",'
     report="$report"'"network-interfaces":[{"name":"'"$iface"'","mac":"'"$mac"'",'
     report="$report"'"address":"'"$address"'","is-management":true}]}'
-    if wget -q -O /tmp/hook --header "Content-Type: application/json; charset=utf-8" \
-        --post-data "$report" "$hook"; then
+    section='/^\[post-installation-webhook\]/,/^\['
+    hook_pinned=$(sed -n "$section"'s/^cert-fingerprint *= *"\(.*\)"/\1/p' /tmp/answer)
+    if post "$hook" "$report" /tmp/hook "$hook_pinned"; then
         echo "PXE-PILOT-WEBHOOK-SENT $(cat /tmp/hook | tr -d '\n ')"
     else
         echo "FAIL: the post-installation webhook failed"
@@ -207,6 +239,22 @@ esac
 """
 
 
+def _with_libraries(program: str, name: str) -> list[tuple[str, bytes, int]]:
+    """
+    C{program} as C{name} in the initramfs, with the shared libraries it loads at the
+    paths it loads them from. The fake installer's TLS client: busybox's cannot pin a
+    certificate (and speaks only what OpenSSL's default security level refuses).
+    """
+    listed = subprocess.run(["ldd", program], capture_output=True, text=True, check=True)
+    members = [(name, Path(program).read_bytes(), 0o100755)]
+    for line in listed.stdout.splitlines():
+        found = re.search(r"(/\S+) \(0x", line)
+        if found:
+            library = Path(found[1])
+            members.append((str(library).lstrip("/"), library.resolve().read_bytes(), 0o100755))
+    return members
+
+
 def installer_initrd(kernel: Path) -> bytes:
     """
     A gzip-compressed initramfs: busybox, the network, loop and iso9660 modules, and the
@@ -217,6 +265,7 @@ def installer_initrd(kernel: Path) -> bytes:
         ("init", INIT.encode(), 0o100755),
         ("udhcpc.sh", UDHCPC.encode(), 0o100755),
         ("bin/busybox", Path(shutil.which("busybox") or "/bin/busybox").read_bytes(), 0o100755),
+        *_with_libraries("/usr/bin/openssl", "bin/openssl"),
     ]
     order = _module_order(modules_dir, MODULES)
     members.append(("modules.list", "\n".join(order).encode() + b"\n", 0o100644))
@@ -246,23 +295,26 @@ def synthetic_iso(path: Path) -> None:
 
 
 ANSWER_URL = f"http://{BRIDGE_ADDRESS}:8080/answer"
+HTTPS_ANSWER_URL = f"https://{BRIDGE_ADDRESS}:8443/answer"
 
 
-def built_assets(iso: Path, assets: Path) -> Path:
+def built_assets(iso: Path, assets: Path, answer_url: str = ANSWER_URL) -> Path:
     """
     Boot assets made from C{iso} by the project's pxe-pilot-builder, fetching answers
-    from pxe-pilot in the lab.
+    from pxe-pilot in the lab. The builder runs in the lab's namespace, so that for an
+    HTTPS URL it reaches the running pxe-pilot and pins its certificate by itself.
     """
+    builder = [
+        str(VENV_BIN / "pxe-pilot-builder"),
+        "--iso",
+        str(iso),
+        "--answer-url",
+        answer_url,
+        "--output",
+        str(assets),
+    ]
     done = subprocess.run(
-        [
-            str(VENV_BIN / "pxe-pilot-builder"),
-            "--iso",
-            str(iso),
-            "--answer-url",
-            ANSWER_URL,
-            "--output",
-            str(assets),
-        ],
+        netns(*builder) if answer_url.startswith("https:") else builder,
         capture_output=True,
         text=True,
         check=False,

@@ -6,6 +6,7 @@ synthetic Proxmox ISO whose kernel is Debian's and whose initrd acts like the in
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,9 @@ from tests.e2e import lab
 
 pytestmark = pytest.mark.e2e
 
-ANSWER_URL = lab.ANSWER_URL
-WEBHOOK_URL = f"http://{lab.BRIDGE_ADDRESS}:8080/webhook"
+# Over HTTPS, as the builder pins it: the assets are built against the running server.
+ANSWER_URL = lab.HTTPS_ANSWER_URL
+WEBHOOK_URL = f"https://{lab.BRIDGE_ADDRESS}:8443/webhook"
 # Software emulation of a whole boot (firmware, iPXE, a 60 MB initrd, the kernel) takes
 # under a minute here; the bound only keeps a hung guest from hanging the run.
 BOOT_TIMEOUT = 600
@@ -75,7 +77,8 @@ def pxe_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     directory = tmp_path_factory.mktemp("lab")
     iso = directory / "proxmox-ve.iso"
     lab.synthetic_iso(iso)
-    assets = lab.built_assets(iso, directory / "assets")
+    assets = directory / "assets"
+    assets.mkdir()
     hosts = directory / "answers" / "hosts"
     hosts.mkdir(parents=True)
     for guest in (BIOS, UEFI, UEFI_SNPONLY, REPORTING):
@@ -85,6 +88,7 @@ def pxe_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         try:
             pilot = lab.pxe_pilot(directory, directory / "answers", assets)
             try:
+                lab.built_assets(iso, assets, ANSWER_URL)
                 yield Lab(directory, pilot)
             finally:
                 pilot.stop()
@@ -123,6 +127,25 @@ def test_boot_reaches_the_answer(pxe_lab: Lab, guest: Guest) -> None:
     assert re.search(menu, log), log
     assert f"WARNING: {lab.GUEST_MEMORY_MIB} MiB of memory" in console
     assert f"MACs {guest.mac}): served hosts/{guest.mac.replace(':', '-')}.toml" in log
+
+
+def test_assets_pin_the_running_servers_certificate(pxe_lab: Lab) -> None:
+    """
+    Built against the running pxe-pilot, the asset pins the certificate pxe-pilot logged
+    at start-up, and /health finds no asset pinned to another.
+    """
+    logged = re.search(
+        r"HTTPS certificate \(generated\) SHA-256 ([0-9A-F:]{95})", pxe_lab.pilot.text
+    )
+    assert logged, pxe_lab.pilot.text
+    [metadata] = (pxe_lab.directory / "assets").glob("*/*/asset.json")
+    answer = json.loads(metadata.read_text())["answer"]
+    assert (answer["url"], answer["cert_fingerprint"]) == (ANSWER_URL, logged[1])
+    health = json.loads(
+        lab.run(*lab.netns("curl", "-sk", ANSWER_URL.replace("answer", "health"))).stdout
+    )
+    assert health["tls"]["fingerprint"] == logged[1]
+    assert "pinned_to_another_certificate" not in health["assets"]
 
 
 def test_host_without_answer_boots_from_local_disk(pxe_lab: Lab) -> None:

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from pxepilot.hosts.webhook import MAX_WEBHOOK_BYTES, BadWebhook, parse_webhook, ssh_fingerprint
@@ -118,7 +119,7 @@ def test_schema_1_0() -> None:
 def test_unknown_keys_and_a_token_are_tolerated() -> None:
     """
     A 9.2 report with its C{token}, and keys nobody knows yet, at the top and inside the
-    tables pxe-pilot reads, gives the same report as without them.
+    tables pxe-pilot reads, gives the same report as without them, but for the token.
     """
     document = fixture()
     expected = parse_webhook(body(document))
@@ -128,7 +129,57 @@ def test_unknown_keys_and_a_token_are_tolerated() -> None:
     document["product"]["codename"] = "trixie"
     document["network-interfaces"][0]["speed"] = 25000
     document["disks"][0]["wear"] = [1, 2]
-    assert parse_webhook(body(document)) == expected
+    report = parse_webhook(body(document))
+    assert report.token == "srv01:8f2c0a9d"
+    assert attrs.evolve(report, token=None) == expected
+
+
+def test_the_token_is_read_whole() -> None:
+    """
+    A 9.2 body's C{token} is read exactly as sent: not stripped, cut short or escaped as
+    descriptive fields are, since it must match byte for byte.
+    """
+    document = fixture()
+    token = " tok\u00e9n\n" + "x" * 500
+    document["token"] = token
+    assert parse_webhook(body(document)).token == token
+
+
+def test_no_token() -> None:
+    """
+    A report without C{token} (every installer before 9.2, or an answer without
+    C{auth-token}) has none.
+    """
+    assert "token" not in fixture()
+    assert parse_webhook(body(fixture())).token is None
+
+
+@pytest.mark.parametrize("value", [None, 42, True, ["tok"], {"value": "tok"}])
+def test_a_token_that_is_not_a_string_is_absent(value: object) -> None:
+    """
+    A C{token} that is not a string reads as no token rather than refusing the body:
+    whether a report must carry one is decided with the host's tokens, which refuse it
+    there as they would a missing one.
+    """
+    document = fixture()
+    document["token"] = value
+    report = parse_webhook(body(document))
+    assert report.token is None
+    assert report.macs == (MANAGEMENT, OTHER)
+
+
+def test_the_token_is_kept_out_of_what_is_shown_and_stored() -> None:
+    """
+    The token appears neither in the report's C{repr} (logs, tracebacks) nor in the
+    installation that is stored and shown.
+    """
+    document = fixture()
+    document["token"] = "s3cret-t0ken"
+    report = parse_webhook(body(document))
+    assert report.token == "s3cret-t0ken"
+    assert "s3cret-t0ken" not in repr(report)
+    assert "s3cret-t0ken" not in json.dumps(report.installation.as_json())
+    assert "s3cret-t0ken" not in repr(report.installation)
 
 
 def test_keys_with_hostile_values_are_absent() -> None:
