@@ -110,6 +110,12 @@ def parser() -> argparse.ArgumentParser:
         "an https:// answer URL: the certificate the server presents now)",
     )
     p.add_argument(
+        "--no-cert-pin",
+        action="store_true",
+        help="pin nothing: installers trust the answer server by the system's CAs (for a "
+        "publicly trusted certificate that is renewed, which a pin would not survive)",
+    )
+    p.add_argument(
         "--answer-token",
         type=_token,
         metavar="TOKEN",
@@ -302,7 +308,7 @@ class _Build:
     async def _pin(self) -> Pin | None:
         url = self.args.answer_url
         given = option_pin(self.args)
-        if given is not None or answer_server(url) is None:
+        if given is not None or answer_server(url) is None or self.args.no_cert_pin:
             return given
         pin: Pin
         if self.threaded:
@@ -418,6 +424,8 @@ def main(argv: list[str] | None = None) -> None:
     2 for a usage error, 130 when interrupted.
     """
     args = parser().parse_args(argv)
+    if args.no_cert_pin and args.cert_fingerprint:
+        parser().error("--no-cert-pin and --cert-fingerprint contradict each other")
     from twisted.internet import reactor
 
     codes: list[int] = []

@@ -169,6 +169,7 @@ class PxePilot:
             self.reactor,
             run_blocking=self.run_blocking,
             install_timeout=config.install_timeout,
+            host_expiry=config.host_expiry,
             neighbours=arp_table_lookup(),
         )
         self.metrics = Metrics()
@@ -177,6 +178,7 @@ class PxePilot:
             lambda: self.ledger.counts[EventKind.INSTALLED],
             lambda: self.ledger.counts[EventKind.FAILED],
         )
+        self.metrics.watch_host_records(self.ledger.forgotten, lambda: self.ledger.not_recorded)
         self.events = EventBus()
         self.events.subscribe(self.metrics)
         self.events.subscribe(LedgerRecorder(self.ledger))

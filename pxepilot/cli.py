@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import quote
 
 import treq
 from twisted.internet.defer import ensureDeferred
@@ -234,7 +235,7 @@ async def run(reactor: Any, arguments: argparse.Namespace, out: TextIO) -> None:
         arguments.url, arguments.admin_token, reactor, _pin_for(arguments.cert_fingerprint)
     )
     if arguments.command == "hosts":
-        report = await client.call("GET", "hosts")
+        report = await every_host(client)
         if arguments.json:
             print(json.dumps(report, indent=2), file=out)
         else:
@@ -251,6 +252,27 @@ async def run(reactor: Any, arguments: argparse.Namespace, out: TextIO) -> None:
             f"{report['mac']} re-armed: its next network boot installs (state {report['state']})",
             file=out,
         )
+
+
+async def every_host(client: Client) -> dict[str, Any]:
+    """
+    C{GET /hosts}, following its pages: the first page's report with every host in
+    C{known_hosts}.
+
+    @raise CommandError: when a page cannot be had, or the pages do not move on.
+    """
+    report = await client.call("GET", "hosts")
+    hosts = list(report.get("known_hosts", []))
+    after = report.pop("next", None)
+    while after is not None:
+        page = await client.call("GET", f"hosts?after={quote(str(after), safe=':')}")
+        hosts.extend(page.get("known_hosts", []))
+        following = page.get("next")
+        if following is not None and str(following) <= str(after):
+            raise CommandError(f"the server's pages of hosts do not move on after {after}")
+        after = following
+    report["known_hosts"] = hosts
+    return report
 
 
 def check(path: Path, version: InstallerVersion, product: str | None, out: TextIO) -> int:
@@ -375,7 +397,9 @@ class Client:
 
     async def call(self, method: str, path: str) -> dict[str, Any]:
         url = self._base + path
-        headers = Headers({b"accept": [b"application/json"]})
+        # The header says the request is no browser's form (a state change asks for it
+        # of Basic credentials; it costs bearer requests nothing).
+        headers = Headers({b"accept": [b"application/json"], b"x-pxe-pilot-request": [b"1"]})
         if self._token:
             headers.setRawHeaders(b"authorization", [f"Bearer {self._token}".encode()])
         try:

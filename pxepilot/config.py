@@ -80,6 +80,8 @@ class Config:
         answers until it is re-armed.
     @ivar install_timeout: Seconds after its answer before an installation that has not
         reported success is marked failed.
+    @ivar host_expiry: Seconds after its last event before a host that was only seen
+        (never served an answer, never installed) is forgotten.
     @ivar admin_token: When set, the host list, status page, metrics and re-arming need
         it as a bearer token.
     @ivar answer_token: When set, C{POST /answer} needs it as a bearer token.
@@ -120,6 +122,7 @@ class Config:
     state_dir: Path = field(default=Path("state"), converter=Path)
     install_once: bool = True
     install_timeout: float = 3600.0
+    host_expiry: float = 86400.0
     # Secrets: never in a repr, so never in a log line.
     admin_token: str | None = field(default=None, repr=False)
     answer_token: str | None = field(default=None, repr=False)
@@ -501,6 +504,16 @@ SETTINGS: tuple[Setting, ...] = (
         "3600",
         "seconds after the answer before an installation without a report has failed",
         _bounded(60, 7 * 86400),
+        metavar="SECONDS",
+    ),
+    Setting(
+        "host_expiry",
+        "host-expiry",
+        "PXE_PILOT_HOST_EXPIRY",
+        "86400",
+        "seconds after its last event before a host never served an answer nor installed "
+        "is forgotten",
+        _bounded(60, 366 * 86400),
         metavar="SECONDS",
     ),
     Setting(

@@ -98,6 +98,32 @@ class Metrics:
         """
         self.registry.register(_HostsCollector(states, completed, failed))
 
+    def watch_host_records(
+        self, forgotten: Mapping[str, int], not_recorded: Callable[[], int]
+    ) -> None:
+        """
+        What the host ledger's bounds did since start: hosts forgotten, by reason
+        (C{expired}, C{ceiling}), and new hosts' events not recorded because it was full.
+        """
+        self.registry.register(
+            _CountsCollector(
+                "pxepilot_hosts_forgotten",
+                "Hosts only seen that were forgotten, by reason (expired: silent for "
+                "--host-expiry; ceiling: given up for a newer host at the ledger's ceiling)",
+                forgotten,
+                label="reason",
+            )
+        )
+        self.registry.register(
+            _Reading(
+                CounterMetricFamily,
+                "pxepilot_hosts_not_recorded",
+                "Events of new hosts not recorded: the ledger was at its ceiling with no "
+                "host only seen to forget",
+                not_recorded,
+            )
+        )
+
     def watch_tftp(
         self, outcomes: Mapping[str, int], bytes_sent: Callable[[], int], active: Callable[[], int]
     ) -> None:
@@ -195,13 +221,16 @@ class _Reading(Collector):
 
 
 class _CountsCollector(Collector):
-    def __init__(self, name: str, documentation: str, counts: Mapping[str, int]) -> None:
+    def __init__(
+        self, name: str, documentation: str, counts: Mapping[str, int], label: str = "outcome"
+    ) -> None:
         self._name = name
         self._documentation = documentation
         self._counts = counts
+        self._label = label
 
     def collect(self) -> Iterable[Metric]:
-        family = CounterMetricFamily(self._name, self._documentation, labels=["outcome"])
+        family = CounterMetricFamily(self._name, self._documentation, labels=[self._label])
         for outcome, number in sorted(self._counts.items()):
             family.add_metric([outcome], number)
         yield family

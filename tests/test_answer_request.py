@@ -12,6 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pxepilot.answers.request import (
+    MAX_INTERFACES,
+    MAX_REQUEST_BYTES,
     BadInstallerRequest,
     InstallerRequest,
     parse_installer_request,
@@ -119,6 +121,108 @@ def test_oversized_body() -> None:
     """
     with pytest.raises(BadInstallerRequest, match="larger than 1048576 bytes"):
         parse_installer_request(b" " * (1 << 20) + b"{}")
+
+
+def counted_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """
+    Every MAC address parsed from now on; parsing more than L{MAX_INTERFACES} fails the
+    test at once, rather than after the minutes a quadratic reader would take.
+    """
+    parse = MacAddress.parse
+    parsed: list[str] = []
+
+    def counting(text: str) -> MacAddress:
+        parsed.append(text)
+        assert len(parsed) <= MAX_INTERFACES, "more MAC addresses parsed than a body may hold"
+        return parse(text)
+
+    monkeypatch.setattr(MacAddress, "parse", counting)
+    return parsed
+
+
+def counted_comparisons(monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """
+    One entry per comparison of two MAC addresses from now on.
+    """
+    equal = MacAddress.__eq__
+    compared: list[None] = []
+
+    def counting(self: MacAddress, other: object) -> bool:
+        compared.append(None)
+        return equal(self, other)
+
+    monkeypatch.setattr(MacAddress, "__eq__", counting)
+    return compared
+
+
+def compact(**document: object) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize("distinct", [True, False], ids=["distinct", "one-mac"])
+def test_more_interfaces_than_a_machine_has_are_refused_before_any_is_read(
+    monkeypatch: pytest.MonkeyPatch, distinct: bool
+) -> None:
+    """
+    45,000 interfaces in under 1 MiB (distinct MACs took two minutes of the reactor to
+    read; one MAC repeated was accepted) are refused naming the limit, without one MAC
+    address parsed.
+    """
+    macs = [f"{0xB07B25000000 + (n if distinct else 0):012x}" for n in range(45_000)]
+    payload = compact(network_interfaces=[{"mac": mac} for mac in macs])
+    assert len(payload) <= MAX_REQUEST_BYTES
+    parsed = counted_parses(monkeypatch)
+    with pytest.raises(BadInstallerRequest) as raised:
+        parse_installer_request(payload)
+    assert str(raised.value) == (
+        f"network_interfaces lists 45000 interfaces; at most {MAX_INTERFACES} are accepted"
+    )
+    assert parsed == []
+
+
+def test_one_interface_over_the_limit_is_refused() -> None:
+    """
+    The limit is exact: one interface more than L{MAX_INTERFACES} is refused.
+    """
+    count = MAX_INTERFACES + 1
+    interfaces = [{"mac": f"b0:7b:25:00:{n >> 8:02x}:{n & 255:02x}"} for n in range(count)]
+    with pytest.raises(BadInstallerRequest, match=f"at most {MAX_INTERFACES} are accepted"):
+        parse_installer_request(compact(network_interfaces=interfaces))
+
+
+def test_interfaces_at_the_limit_are_read_in_linear_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    L{MAX_INTERFACES} interfaces, the second half the first again, reversed and in
+    another spelling, are read: each MAC address once, in the order first listed, with
+    at most one comparison per interface.
+    """
+    half = [f"b0:7b:25:00:00:{n:02x}" for n in range(MAX_INTERFACES // 2)]
+    again = [mac.upper().replace(":", "-") for mac in reversed(half)]
+    payload = compact(network_interfaces=[{"mac": mac} for mac in half + again])
+    compared = counted_comparisons(monkeypatch)
+    request = parse_installer_request(payload)
+    assert [str(mac) for mac in request.macs] == half
+    assert len(compared) <= MAX_INTERFACES
+    assert request.upper_case_macs
+
+
+def test_skipped_interfaces_are_described_briefly() -> None:
+    """
+    A skipped interface is described by its name, cut short, and its address without
+    the white space around it: a body cannot make one entry long.
+    """
+    infiniband = ":".join(["80"] + ["00"] * 19)
+    request = parse_installer_request(
+        body(
+            network_interfaces=[
+                {"link": "ib" * 50_000, "mac": f"{' ' * 50_000}{infiniband}\n"},
+                {"mac": "b0:7b:25:c1:0a:10"},
+            ]
+        )
+    )
+    assert request.skipped == (f"{'ib' * 16} {infiniband}",)
 
 
 def test_other_hardware_addresses_are_skipped() -> None:

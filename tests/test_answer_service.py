@@ -15,7 +15,14 @@ from twisted.logger import LogEvent, LogLevel
 
 from pxepilot.answers.check import AnswerProblem
 from pxepilot.answers.files import DirectoryAnswerFiles
-from pxepilot.answers.service import AnswerService, Invalid, NoAnswer, Resolution, Served
+from pxepilot.answers.service import (
+    AnswerService,
+    Changing,
+    Invalid,
+    NoAnswer,
+    Resolution,
+    Served,
+)
 from pxepilot.macs import MacAddress
 from tests.conftest import (
     MINIMAL_ANSWER,
@@ -126,18 +133,38 @@ def test_a_file_being_written_is_waited_for(answers_dir: AnswersDir) -> None:
 
 def test_a_file_that_never_settles(answers_dir: AnswersDir) -> None:
     """
-    The wait is bounded: after five seconds the file is judged as it is.
+    The wait is bounded: a file still changing after five seconds is not served, not
+    even judged (what was read may be half of it): the installer is told to ask again.
     """
     clock = clock_at_now()
     service = AnswerService(DirectoryAnswerFiles(answers_dir.root), clock)
-    path = answers_dir.write("default.toml", b"[global", age=0)
+    path = answers_dir.write("default.toml", MINIMAL_ANSWER[:60], age=0)
+    os.utime(path, (clock.seconds(), clock.seconds()))
     d = resolve(service, [A])
     for _ in range(10):
+        assert not has_result(d)
         os.utime(path, (clock.seconds(), clock.seconds()))
         clock.advance(0.5)
-    resolution = result_of(d)
-    assert isinstance(resolution, Invalid)
-    assert resolution.problem.message.startswith("not valid TOML")
+    assert result_of(d) == Changing("default.toml", 1)
+
+
+def test_a_young_empty_file_is_changing_not_empty(answers_dir: AnswersDir) -> None:
+    """
+    An empty file written a moment ago is a truncate before the write: it is waited
+    for, and served once the content has arrived and settled.
+    """
+    clock = clock_at_now()
+    service = AnswerService(DirectoryAnswerFiles(answers_dir.root), clock)
+    path = answers_dir.write("default.toml", b"", age=0)
+    os.utime(path, (clock.seconds(), clock.seconds()))
+    d = resolve(service, [A])
+    clock.advance(0.3)
+    path.write_bytes(MINIMAL_ANSWER)
+    os.utime(path, (clock.seconds(), clock.seconds()))
+    clock.advance(0.8)
+    assert not has_result(d)
+    clock.advance(0.3)
+    assert result_of(d) == Served("default.toml", MINIMAL_ANSWER, None)
 
 
 def test_future_modification_time_is_not_waited_for(

@@ -29,6 +29,7 @@ LEAVES = {
     "events": {"logs", "macs"},
     "health": set(),
     "address": set(),
+    "tls": set(),
     "macs": set(),
     "logs": set(),
     "_version": set(),
@@ -96,9 +97,9 @@ def test_parts_do_not_reach_into_what_they_must_not_know(owner: str) -> None:
 @pytest.mark.parametrize("leaf", sorted(LEAVES))
 def test_leaves_import_only_leaves(leaf: str) -> None:
     """
-    The event values, the health interface, the HTTP address, MAC addresses, logging
-    and the version import nothing of pxe-pilot beyond the leaves named for them, so any
-    part may depend on them.
+    The event values, the health interface, the HTTP address, the TLS certificate, MAC
+    addresses, logging and the version import nothing of pxe-pilot beyond the leaves named
+    for them, so any part may depend on them.
     """
     path = dict(modules())[f"pxepilot.{leaf}"]
     assert {part(target) for target in imported(path)} <= LEAVES[leaf]

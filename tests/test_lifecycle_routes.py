@@ -306,7 +306,8 @@ def test_admin_token_guards_the_operator_routes(
 ) -> None:
     """
     With an admin token, each operator route answers 401 without it or with a wrong
-    one, and works with it as a bearer token or a browser's Basic password.
+    one, and works with it as a bearer token or a browser's Basic password (sent, as a
+    state change needs with Basic credentials, with the X-PXE-Pilot-Request header).
     """
     answers_dir.write("default.toml")
     client = Client(answers_dir, assets, admin_token=TOKEN)
@@ -317,7 +318,8 @@ def test_admin_token_guards_the_operator_routes(
         assert code == 401
         assert found["www-authenticate"] == 'Bearer realm="pxe-pilot"'
     for good in (f"Bearer {TOKEN}", basic(TOKEN)):
-        code, _, _ = client.request(method, url, headers={"Authorization": good})
+        headers = {"Authorization": good, "X-PXE-Pilot-Request": "1"}
+        code, _, _ = client.request(method, url, headers=headers)
         assert code == 200
 
 

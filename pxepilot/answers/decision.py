@@ -16,8 +16,9 @@ from attrs import field, frozen
 
 from pxepilot.answers.lint import Finding, errors, lint_range
 from pxepilot.answers.request import InstallerRequest
-from pxepilot.answers.service import Invalid, NoAnswer, Resolution, Served
+from pxepilot.answers.service import Changing, Invalid, NoAnswer, Resolution, Served
 from pxepilot.answers.versions import VersionRange, installer_versions
+from pxepilot.logs import shorten
 from pxepilot.macs import MacAddress
 
 REARM_HINT = "to install it again: pxe-pilot reinstall {mac} (or POST /hosts/{mac}/reinstall)"
@@ -67,6 +68,7 @@ class Refuse:
     @ivar source: The answer file concerned, if any.
     @ivar level: How loud the log line is: an operator's own choices (an installed host,
         no file for it) warn; a broken answer file is an error.
+    @ivar retry_after: Seconds after which the same request may succeed, if it may.
     """
 
     code: int
@@ -76,6 +78,7 @@ class Refuse:
     body: Mapping[str, Any] = field(factory=dict)
     source: str | None = None
     level: Literal["warn", "error"] = "error"
+    retry_after: int | None = None
 
 
 Decision = Serve | Refuse
@@ -114,6 +117,21 @@ def decide_answer(
         )
     if isinstance(resolution, Served):
         return _check(installer, accept, resolution, answer_check)
+    if isinstance(resolution, Changing):
+        reason = (
+            f"{resolution.source} is being written right now; it is served once it has "
+            f"been still for a moment: ask again in {resolution.retry_after} s"
+        )
+        return Refuse(
+            503,
+            "changing",
+            f"answer {resolution.source} was still being written",
+            reason,
+            {"error": reason, "file": resolution.source},
+            resolution.source,
+            "warn",
+            resolution.retry_after,
+        )
     if isinstance(resolution, Invalid):
         return Refuse(
             422,
@@ -125,7 +143,7 @@ def decide_answer(
         )
     assert isinstance(resolution, NoAnswer), "an answer request is resolved before it is decided"
     reason = "no host file for these MAC addresses and no default.toml"
-    macs = ", ".join(str(mac) for mac in installer.macs)
+    macs = shorten(installer.macs)
     return Refuse(
         404,
         "no-answer",

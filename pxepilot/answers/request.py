@@ -5,6 +5,9 @@ Every installer from 8.2 on sends a JSON object with C{network_interfaces} (a li
 C{{"link": ..., "mac": ...}}), C{product}, C{iso} and C{dmi}. 8.2 sends a truncated
 charset (C{charset=utf-}), 9.2 upper-case MAC addresses; the body is read as UTF-8 JSON
 whatever the headers say.
+
+The body is untrusted: its size, the number of interfaces it lists and the length of
+every string kept from it are bounded, and reading it takes time linear in its size.
 """
 
 from __future__ import annotations
@@ -17,6 +20,12 @@ from attrs import frozen
 from pxepilot.macs import MacAddress, MacAddressError, describe, is_other_hardware_address
 
 MAX_REQUEST_BYTES = 1 << 20
+
+# The most interfaces one request may list. The largest servers have a few dozen ports,
+# virtual functions included, and the installer lists the physical links: a list longer
+# than this is not a machine, and refusing it before looking at any entry keeps every
+# later step (the answer lookup, the ledger, the log line) small.
+MAX_INTERFACES = 256
 
 
 class BadInstallerRequest(Exception):
@@ -94,7 +103,8 @@ def parse_installer_request(body: bytes) -> InstallerRequest:
     Read the installer's system information.
 
     @raise BadInstallerRequest: for a body that is not UTF-8 JSON, not an object, without
-        a list of C{network_interfaces}, or with an interface without a valid MAC.
+        a list of C{network_interfaces}, with more than L{MAX_INTERFACES} of them, or
+        with an interface without a valid MAC.
     """
     document = json_object(body)
     if "network_interfaces" not in document:
@@ -104,8 +114,14 @@ def parse_installer_request(body: bytes) -> InstallerRequest:
         raise BadInstallerRequest(
             f"network_interfaces must be a list, not {json_type(interfaces)}"
         )
+    if len(interfaces) > MAX_INTERFACES:
+        raise BadInstallerRequest(
+            f"network_interfaces lists {len(interfaces)} interfaces; "
+            f"at most {MAX_INTERFACES} are accepted"
+        )
 
-    macs: list[MacAddress] = []
+    # A dict keeps the first-seen order and finds a duplicate in constant time.
+    macs: dict[MacAddress, None] = {}
     skipped: list[str] = []
     upper_case = False
     for index, interface in enumerate(interfaces):
@@ -120,16 +136,16 @@ def parse_installer_request(body: bytes) -> InstallerRequest:
             mac = MacAddress.parse(mac_text)
         except MacAddressError:
             if is_other_hardware_address(mac_text):
-                link = interface.get("link")
-                skipped.append(f"{link if isinstance(link, str) else '?'} {mac_text}")
+                # Interface names have at most 15 characters; the rest is not a name.
+                link = text_field(interface, "link", limit=32) or "?"
+                skipped.append(f"{link} {mac_text.strip()}")
                 continue
             raise BadInstallerRequest(
                 f"{where}.mac {describe(mac_text)} is not a MAC address"
             ) from None
         if mac_text != mac_text.lower():
             upper_case = True
-        if mac not in macs:
-            macs.append(mac)
+        macs.setdefault(mac)
     if not macs:
         raise BadInstallerRequest("network_interfaces lists no MAC address")
 
@@ -155,14 +171,15 @@ def table_field(document: dict[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def text_field(table: dict[str, Any], key: str) -> str | None:
+def text_field(table: dict[str, Any], key: str, limit: int = 128) -> str | None:
     """
-    A descriptive string field, kept short and printable; anything else is absent.
+    A descriptive string field, kept short (C{limit} characters) and printable; anything
+    else is absent.
     """
     value = table.get(key)
     if not isinstance(value, str) or not value.strip():
         return None
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value.strip()[:128])
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value.strip()[:limit])
 
 
 def json_type(value: object) -> str:

@@ -4,6 +4,7 @@ Which answer a machine gets, read so that an edit in progress is never served.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,7 +77,22 @@ class NoAnswer:
     """
 
 
-Resolution = Served | Invalid | NoAnswer
+@frozen
+class Changing:
+    """
+    The chosen answer file was still being written when the wait for it ran out: it is
+    not served (a half-written file could wipe the wrong disks), and the installer is
+    told to ask again.
+
+    @ivar source: C{hosts/<file>} or C{default.toml}.
+    @ivar retry_after: Seconds after which asking again may find it settled.
+    """
+
+    source: str
+    retry_after: int
+
+
+Resolution = Served | Invalid | NoAnswer | Changing
 
 
 def choose_source(listing: AnswerListing, macs: Sequence[MacAddress]) -> HostFile | str | None:
@@ -132,7 +148,9 @@ class AnswerService:
 
     async def resolve(self, macs: Sequence[MacAddress]) -> Resolution:
         """
-        The answer for a machine with C{macs}.
+        The answer for a machine with C{macs}: a file is served only once it has been
+        still for C{settle} seconds; one still changing when C{max_wait} runs out is
+        L{Changing}, never served.
 
         @raise AnswersUnavailable: when the directory cannot be read.
         """
@@ -153,7 +171,7 @@ class AnswerService:
                 outcome = Invalid(source, AnswerProblem("removed while being read"))
             except AnswerFileChanging:
                 wait = self.settle
-                outcome = Invalid(source, AnswerProblem("kept changing while being read"))
+                outcome = self._changing(source)
             except AnswerFileTooLarge:
                 return Invalid(source, AnswerProblem("larger than any answer file can be"))
             else:
@@ -161,14 +179,27 @@ class AnswerService:
                 # A future modification time (clock skew, copied files) is no reason to wait.
                 wait = self.settle - age if 0 <= age < self.settle else 0
                 parsed = read_answer(contents.data)
-                outcome = (
-                    Served(source, contents.data, mac, parsed)
-                    if isinstance(parsed, ParsedAnswer)
-                    else Invalid(source, parsed)
-                )
+                if wait > 0:
+                    # Written less than the settle time ago: maybe half-written (an
+                    # empty file is a truncate before the write), whatever it parses as.
+                    outcome = self._changing(source)
+                elif isinstance(parsed, ParsedAnswer):
+                    outcome = Served(source, contents.data, mac, parsed)
+                else:
+                    outcome = Invalid(source, parsed)
             if wait <= 0 or now >= deadline:
+                if isinstance(outcome, Changing):
+                    log.warn(
+                        "answers: {source} is still being written after {seconds:.0f} s; "
+                        "not served",
+                        source=source,
+                        seconds=self.max_wait,
+                    )
                 return outcome
             await deferLater(self.clock, min(wait, deadline - now))
+
+    def _changing(self, source: str) -> Changing:
+        return Changing(source, max(1, math.ceil(self.settle)))
 
     def inspect(self, versions: VersionRange | None = None) -> dict[str, Any]:
         """

@@ -1,17 +1,25 @@
 """
 The host ledger: every host's state in memory, every event saved through an
-L{IHostStore} on one worker thread, and the clock that fails silent installations.
+L{IHostStore} on one worker thread, and the clock that fails silent installations and
+forgets hosts that were only seen.
+
+Anyone on the network can make pxe-pilot see a MAC address (C{GET /menu.ipxe?mac=...}
+needs no token), so what mere sightings may hold is bounded twice: a host that was only
+seen is forgotten once it has been silent for the host expiry, and the ledger keeps at
+most L{MAX_HOSTS} hosts, giving up the longest-silent sighting for a new one. A host that
+was served an answer or installed is never forgotten by either.
 """
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
@@ -32,6 +40,42 @@ RunBlocking = Callable[[Callable[[], T]], "Deferred[T]"]
 # How long an address keeps pointing at the MAC that last asked for a menu from it: a
 # boot from menu to installer takes minutes, a DHCP lease usually hours.
 ADDRESS_MEMORY = 3600.0
+
+# The most hosts the ledger keeps: a large fleet with room to spare, and a bound on the
+# memory, the database and the host list that requests nobody authenticates can fill.
+# Hosts that were served an answer or installed are kept even beyond it.
+MAX_HOSTS = 10_000
+
+# Why a host was forgotten: silent for the host expiry, or given up for a newer one.
+EXPIRED = "expired"
+CEILING = "ceiling"
+
+# Events after which a host is more than a sighting: it is never forgotten.
+_KEPT_KINDS = frozenset({EventKind.ANSWER_SERVED, EventKind.INSTALLED, EventKind.REARMED})
+
+
+class NotRecorded(Exception):
+    """
+    An event of a host the ledger does not know was not recorded: the ledger holds
+    L{MAX_HOSTS} hosts and none of them is a sighting it may forget.
+    """
+
+
+def sighting_only(host: Host) -> bool:
+    """
+    Whether all pxe-pilot knows of C{host} is that it was seen: it was never served an
+    answer, never installed, and is not waiting since an operator re-armed it. Such a
+    host is a network boot that led nowhere, or a request anyone could have made up;
+    forgetting it loses a timeline of boot files and menus, nothing a decision depends
+    on (a host that was never installed is served as a new one).
+    """
+    return (
+        host.state in (HostState.NEW, HostState.BOOTING, HostState.LOCAL_BOOT)
+        and host.answer is None
+        and host.installation is None
+        and host.installed_at is None
+        and host.last_event.kind not in _KEPT_KINDS
+    )
 
 
 class WorkerThread:
@@ -70,6 +114,13 @@ class HostLedger(Service):
 
     @ivar hosts: Every host, by MAC address.
     @ivar counts: Events recorded since start, by kind.
+    @ivar host_expiry: Seconds after its last event before a host that was only seen
+        (L{sighting_only}) is forgotten.
+    @ivar max_hosts: The most hosts kept (L{MAX_HOSTS}); beyond it, the longest-silent
+        sighting is forgotten for a new host.
+    @ivar forgotten: Hosts forgotten since start, by why: C{expired} or C{ceiling}.
+    @ivar not_recorded: Events of new hosts not recorded since start, because the ledger
+        was full of hosts it keeps.
     """
 
     def __init__(
@@ -80,20 +131,32 @@ class HostLedger(Service):
         install_timeout: float = 3600.0,
         neighbours: NeighbourLookup = no_neighbours,
         wall_clock: Callable[[], float] = time.time,
+        host_expiry: float = 86400.0,
+        max_hosts: int = MAX_HOSTS,
     ) -> None:
         self._store = store
         self._clock = clock
         self._run = run_blocking
         self.install_timeout = install_timeout
+        self.host_expiry = host_expiry
+        self.max_hosts = max_hosts
         self._neighbours = neighbours
         self._wall_clock = wall_clock
         self.hosts: dict[MacAddress, Host] = {host.mac: host for host in store.load()}
+        # The hosts that were only seen, longest silent first: the next to forget.
+        self._sightings: dict[MacAddress, None] = dict.fromkeys(
+            host.mac
+            for host in sorted(self.hosts.values(), key=lambda host: host.last_event.at)
+            if sighting_only(host)
+        )
         self.counts: Counter[EventKind] = Counter()
+        self.forgotten: Counter[str] = Counter({EXPIRED: 0, CEILING: 0})
+        self.not_recorded = 0
         self._addresses: dict[str, tuple[MacAddress, float]] = {}
         self._pending: set[Deferred[Any]] = set()
         # Why the latest save failed; None once one succeeds again.
         self.last_failure: str | None = None
-        self._watch = LoopingCall(self.fail_silent_installations)
+        self._watch = LoopingCall(self._tick)
         self._watch.clock = clock
 
     # -- the service
@@ -103,7 +166,7 @@ class HostLedger(Service):
         start = getattr(self._run, "start", None)
         if start is not None:
             start()
-        self._watch.start(min(60.0, self.install_timeout / 4), now=True)
+        self._watch.start(min(60.0, self.install_timeout / 4, self.host_expiry / 4), now=True)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -130,11 +193,27 @@ class HostLedger(Service):
         """
         Record an event: the host moves on at once, and the result fires with it once
         the event is saved (or fails when it cannot be).
+
+        A new host when the ledger is full takes the place of the longest-silent host
+        that was only seen; when there is none, an answer or an installation is recorded
+        all the same, and any other event is not (the result fails with L{NotRecorded}).
         """
-        event = Event(mac=mac, at=self.now(), kind=kind, summary=summary, detail=detail)
         before = self.hosts.get(mac)
+        if before is None and len(self.hosts) >= self.max_hosts and not self._make_room(kind):
+            if not self.not_recorded:
+                log.warn(
+                    "the host ledger is full ({count} hosts, none of them only seen): "
+                    "new hosts' boot events are not recorded",
+                    count=len(self.hosts),
+                )
+            self.not_recorded += 1
+            return fail(NotRecorded(f"{mac}: the host ledger is full"))
+        event = Event(mac=mac, at=self.now(), kind=kind, summary=summary, detail=detail)
         host = advance(before, event)
         self.hosts[mac] = host
+        self._sightings.pop(mac, None)
+        if sighting_only(host):
+            self._sightings[mac] = None
         self.counts[kind] += 1
         log.info(
             "host {mac}: {summary} ({state})",
@@ -157,12 +236,74 @@ class HostLedger(Service):
 
     def note(self, mac: MacAddress, kind: EventKind, summary: str, **detail: Any) -> None:
         """
-        Record an event nobody waits for; a failure to save it is logged.
+        Record an event nobody waits for; a failure to save it is logged. One not
+        recorded because the ledger is full is only counted: logging each would let
+        anyone flood the log.
         """
         self.record(mac, kind, summary, **detail).addErrback(self._not_saved, mac)
 
     def _not_saved(self, failure: Failure, mac: MacAddress) -> None:
+        if failure.check(NotRecorded):
+            return
         log.failure("host {mac}: the event could not be saved", failure, mac=str(mac))
+
+    def _make_room(self, kind: EventKind) -> bool:
+        """
+        Forget the longest-silent sighting, for a new host's event of C{kind}; whether
+        that event may be recorded.
+        """
+        if self._sightings:
+            self._forget([next(iter(self._sightings))], CEILING)
+            return True
+        return kind in _KEPT_KINDS
+
+    def forget_expired(self) -> None:
+        """
+        Forget every host that was only seen and has been silent longer than the host
+        expiry: in memory at once, in the store on the worker thread.
+        """
+        horizon = self.now() - self.host_expiry
+        expired: list[MacAddress] = []
+        # Longest silent first: the first one still recent ends the search.
+        for mac in self._sightings:
+            if self.hosts[mac].last_event.at >= horizon:
+                break
+            expired.append(mac)
+        if expired:
+            self._forget(expired, EXPIRED)
+            log.info(
+                "forgot {count} hosts only seen, silent for more than {seconds} s",
+                count=len(expired),
+                seconds=round(self.host_expiry),
+            )
+
+    def _forget(self, macs: Sequence[MacAddress], reason: str) -> None:
+        for mac in macs:
+            del self.hosts[mac]
+            del self._sightings[mac]
+        self.forgotten[reason] += len(macs)
+
+        def remove() -> None:
+            for mac in macs:
+                self._store.remove(mac)
+
+        # In line with the saves: an event of the same MAC recorded after this is saved
+        # after the removal, as the start of a new host.
+        removed = self._run(remove)
+        self._pending.add(removed)
+
+        def done(result: object) -> object:
+            self._pending.discard(removed)
+            return result
+
+        removed.addBoth(done)
+        removed.addErrback(
+            lambda failure: log.failure(
+                "{count} forgotten hosts could not be removed from the store",
+                failure,
+                count=len(macs),
+            )
+        )
 
     def rearm(self, mac: MacAddress) -> Deferred[Host]:
         """
@@ -170,6 +311,14 @@ class HostLedger(Service):
         request is served.
         """
         return self.record(mac, EventKind.REARMED, "re-armed for installation")
+
+    def _tick(self) -> None:
+        self.fail_silent_installations()
+        self.forget_expired()
+        # A database from before the ceiling, or a lower one, may hold more.
+        excess = min(len(self.hosts) - self.max_hosts, len(self._sightings))
+        if excess > 0:
+            self._forget(list(self._sightings)[:excess], CEILING)
 
     def fail_silent_installations(self) -> None:
         """
@@ -226,6 +375,22 @@ class HostLedger(Service):
         if mac not in self.hosts:
             return succeed([])
         return self._run(lambda: self._store.timeline(mac, limit))
+
+    def page(self, after: MacAddress | None, limit: int) -> tuple[list[Host], MacAddress | None]:
+        """
+        Up to C{limit} hosts in the order of their MAC addresses, from the first after
+        C{after} (from the first of all for L{None}); and the C{after} of the next page,
+        or L{None} when this one is the last.
+        """
+        if limit < 1:
+            raise ValueError(f"a page holds at least one host, not {limit}")
+        following = (
+            host for mac, host in self.hosts.items() if after is None or mac.octets > after.octets
+        )
+        hosts = heapq.nsmallest(limit + 1, following, key=lambda host: host.mac.octets)
+        if len(hosts) <= limit:
+            return hosts, None
+        return hosts[:limit], hosts[limit - 1].mac
 
     def summary(self) -> Mapping[str, int]:
         """

@@ -3,17 +3,28 @@ The status page: every known host at a glance, for a person, on a desk or on a p
 
 Plain server-rendered HTML and CSS, refreshed by the browser every few seconds; every
 value is escaped (MAC addresses are canonical, but FQDNs, serial numbers and file names
-come from machines and files).
+come from machines and files). It shows the L{PAGE_HOSTS} most recently active hosts:
+a page of every host would grow with every MAC address anyone makes up, and be rendered
+again every few seconds.
+
+The page has no actions yet. One that changes something must pass the check of the
+operator's routes against forged requests (C{forged_because} in
+C{pxepilot/http/operator.py}): sent from the page's own origin, with the
+C{X-PXE-Pilot-Request} header (a C{fetch()} can add it; a plain form cannot).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import heapq
+from collections.abc import Collection, Mapping
 from html import escape
 
 from pxepilot.hosts.model import Host, HostState
 
 REFRESH_SECONDS = 10
+
+# The most hosts the page shows, the most recently active.
+PAGE_HOSTS = 500
 
 _STYLE = """
 :root { color-scheme: light dark; --muted: #6b7280; --line: #d1d5db; }
@@ -38,6 +49,7 @@ th, .mac, td[data-label="Address"], .age { white-space: nowrap; }
 .state-installing { background: #d97706; } .state-installed { background: #15803d; }
 .state-local-boot { background: #0f766e; } .state-failed { background: #b91c1c; }
 .empty { color: var(--muted); margin-top: 2rem; }
+.more { color: var(--muted); margin-top: 1rem; }
 footer { margin-top: 1.5rem; color: var(--muted); font-size: .8rem; }
 .tls { color: var(--muted); font-size: .8rem; }
 .fingerprint { overflow-wrap: anywhere; }
@@ -107,19 +119,21 @@ def _row(host: Host, now: float) -> str:
 
 
 def status_page(
-    hosts: Iterable[Host],
+    hosts: Collection[Host],
     counts: Mapping[str, int],
     now: float,
     version: str,
     fingerprint: str | None = None,
+    shown: int = PAGE_HOSTS,
 ) -> bytes:
     """
-    The page, newest activity first.
+    The page, newest activity first: the C{shown} most recently active hosts, and how
+    many more there are and how to list them.
 
     @param fingerprint: The HTTPS certificate's SHA-256 fingerprint, to compare with
         what the installers pin; L{None} without HTTPS.
     """
-    ordered = sorted(hosts, key=lambda host: host.last_event.at, reverse=True)
+    ordered = heapq.nlargest(shown, hosts, key=lambda host: host.last_event.at)
     summary = "".join(
         f'<li><span class="state state-{escape(state.value)}">'
         f"{escape(state.value)}: {counts.get(state.value, 0)}</span></li>"
@@ -135,7 +149,15 @@ def status_page(
             '<p class="empty">No host has network-booted yet. Hosts appear here from '
             "their first boot file or menu request.</p>"
         )
-    total = len(ordered)
+    total = len(hosts)
+    hidden = total - len(ordered)
+    more = (
+        f'<p class="more">{hidden} more host{"" if hidden == 1 else "s"}, less recently '
+        "active, not shown here. List every host with <code>pxe-pilot hosts</code> "
+        "(or <code>GET /hosts</code>, page by page).</p>"
+        if hidden > 0
+        else ""
+    )
     tls = (
         '<p class="tls">HTTPS certificate SHA-256 '
         f'<code class="fingerprint">{escape(fingerprint)}</code></p>\n'
@@ -153,7 +175,7 @@ def status_page(
 </head>
 <body>
 <header><h1>pxe-pilot</h1><ul class="counts">{summary}</ul></header>
-{body}
+{body}{more}
 {tls}<footer>pxe-pilot {escape(version)} &middot; refreshes every {REFRESH_SECONDS} s</footer>
 </body>
 </html>

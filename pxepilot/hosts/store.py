@@ -49,7 +49,7 @@ class IHostStore(Interface):
 
     def remove(mac: MacAddress) -> None:
         """
-        Forget a host and its timeline.
+        Forget a host and its timeline; a host it does not hold is no error.
         """
 
     def timeline(mac: MacAddress, limit: int) -> list[Event]:

@@ -4,6 +4,9 @@ The installer's post-installation webhook: what a successful installation report
 Installers from 8.3 on send it when the answer file has a C{[post-installation-webhook]}
 section, once, from the live environment before they reboot; schema versions 1.0 to 1.2
 (and 9.2's extra C{token}) are read alike, and keys nobody knows yet are ignored.
+
+The body is untrusted: its size and the number of NICs, disks and host keys it lists
+are bounded, and reading it takes time linear in its size.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from attrs import field, frozen
 
 from pxepilot.answers.request import (
+    MAX_INTERFACES,
     BadInstallerRequest,
     json_object,
     json_type,
@@ -25,8 +29,15 @@ from pxepilot.answers.request import (
 from pxepilot.hosts.model import Installation
 from pxepilot.macs import MacAddress, MacAddressError, describe
 
-# Bodies carry every disk's and NIC's udev properties: tens of kilobytes on a big server.
-MAX_WEBHOOK_BYTES = 4 << 20
+# Bodies carry every disk's and NIC's udev properties: a server with 64 NICs and 48
+# disks reports about 185 KiB (tests/hosts/test_webhook.py builds one), so 1 MiB leaves
+# room for five times that.
+MAX_WEBHOOK_BYTES = 1 << 20
+# A storage server's disks, each seen through two paths, stay in the hundreds; more than
+# this is not a machine, and each one is stored on the host's timeline.
+MAX_DISKS = 1024
+# OpenSSH makes three host keys (four before 9.8 dropped DSA).
+MAX_HOST_KEYS = 16
 
 
 class BadWebhook(Exception):
@@ -40,7 +51,8 @@ class InstallReport:
     """
     One installation report.
 
-    @ivar macs: Every NIC's MAC address, the management NIC's first.
+    @ivar macs: Every NIC's MAC address, each once, in the order listed but for the
+        management NIC's, which comes first (the last one listed, should several be).
     @ivar installation: What was installed, and where it can be reached.
     @ivar serial: The DMI system serial number.
     @ivar uuid: The DMI system UUID.
@@ -61,8 +73,9 @@ def parse_webhook(body: bytes) -> InstallReport:
     """
     Read an installation report.
 
-    @raise BadWebhook: for a body that is not a JSON object, or names no NIC with a MAC
-        address.
+    @raise BadWebhook: for a body that is not a JSON object, names no NIC with a MAC
+        address, or lists more than L{MAX_INTERFACES} NICs, L{MAX_DISKS} disks or
+        L{MAX_HOST_KEYS} host keys.
     """
     try:
         document = json_object(body, MAX_WEBHOOK_BYTES)
@@ -72,7 +85,14 @@ def parse_webhook(body: bytes) -> InstallReport:
     if not isinstance(interfaces, list):
         problem = "no" if interfaces is None else f"{json_type(interfaces)} as"
         raise BadWebhook(f"the report has {problem} network-interfaces, not a list")
-    macs: list[MacAddress] = []
+    _within("network-interfaces", interfaces, MAX_INTERFACES)
+    disks = document.get("disks")
+    _within("disks", disks, MAX_DISKS)
+    keys = table_field(document, "ssh-public-host-keys")
+    _within("ssh-public-host-keys", keys, MAX_HOST_KEYS)
+    # A dict keeps the first-seen order and finds a duplicate in constant time.
+    listed: dict[MacAddress, None] = {}
+    management = None
     address = None
     for index, interface in enumerate(interfaces):
         if not isinstance(interface, dict):
@@ -84,15 +104,15 @@ def parse_webhook(body: bytes) -> InstallReport:
             raise BadWebhook(
                 f"network-interfaces[{index}].mac {describe(text)} is not a MAC address"
             ) from None
+        listed.setdefault(mac)
         if interface.get("is-management") is True:
-            if mac in macs:
-                macs.remove(mac)
-            macs.insert(0, mac)
+            management = mac
             address = text_field(interface, "address")
-        elif mac not in macs:
-            macs.append(mac)
-    if not macs:
+    if not listed:
         raise BadWebhook("network-interfaces lists no NIC")
+    if management is not None:
+        # First, wherever it was listed: merging keeps each key where it first came.
+        listed = {management: None, **listed}
 
     product = table_field(document, "product")
     system = table_field(table_field(document, "dmi"), "system")
@@ -104,19 +124,27 @@ def parse_webhook(body: bytes) -> InstallReport:
         boot_mode=text_field(table_field(document, "boot-info"), "mode"),
         filesystem=text_field(document, "filesystem"),
         machine_id=text_field(document, "machine-id"),
-        macs=tuple(str(mac) for mac in macs),
-        disks=tuple(_disks(document.get("disks"))),
-        ssh_host_keys=tuple(_host_keys(table_field(document, "ssh-public-host-keys"))),
+        macs=tuple(str(mac) for mac in listed),
+        disks=tuple(_disks(disks)),
+        ssh_host_keys=tuple(_host_keys(keys)),
     )
     # Read whole, not cut short as text_field does: a token must match exactly.
     token = document.get("token")
     return InstallReport(
-        macs=tuple(macs),
+        macs=tuple(listed),
         installation=installation,
         serial=text_field(system, "serial"),
         uuid=text_field(system, "uuid"),
         token=token if isinstance(token, str) else None,
     )
+
+
+def _within(key: str, value: object, limit: int) -> None:
+    """
+    Refuse a list or table of more than C{limit} entries, before any entry is read.
+    """
+    if isinstance(value, list | dict) and len(value) > limit:
+        raise BadWebhook(f"{key} lists {len(value)} entries; at most {limit} are accepted")
 
 
 def _disks(value: object) -> list[dict[str, Any]]:

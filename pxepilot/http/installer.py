@@ -32,7 +32,7 @@ from pxepilot.http.auth import token_matches
 from pxepilot.http.forwarded import public_base
 from pxepilot.http.responses import Refused, header, json_body, toml_body
 from pxepilot.http.secure import SecureOnly
-from pxepilot.logs import logger
+from pxepilot.logs import clip, logger, shorten
 from pxepilot.macs import MacAddress
 
 log = logger(__name__)
@@ -216,6 +216,8 @@ class InstallerRoutes:
             identity,
         )
         await self._deliver(refused, mac)
+        if refusal.retry_after is not None:
+            request.setHeader(b"retry-after", str(refusal.retry_after).encode())
         return json_body(request, refusal.body, refusal.code)
 
     def _log_served(self, serve: Serve, fields: dict[str, Any]) -> None:
@@ -321,21 +323,24 @@ def _read_body(
 
 def _describe_installer(client: str, installer: InstallerRequest) -> dict[str, Any]:
     """
-    The fields every answer log event carries.
+    The fields every answer log event carries. The text ones are bounded whatever the
+    request lists (a few MACs, then how many more); C{macs} holds them all, as many as
+    the request may carry.
     """
     macs = [str(mac) for mac in installer.macs]
-    product = installer.product or "unknown product"
-    release = installer.release_label or "unknown release"
-    skipped = f"; skipped {', '.join(installer.skipped)}" if installer.skipped else ""
+    product = clip(installer.product or "unknown product", 40)
+    release = clip(installer.release_label or "unknown release", 40)
+    skipped = f"; skipped {shorten(installer.skipped)}" if installer.skipped else ""
+    mac_text = shorten(macs)
     return {
         "client": client,
         "product": installer.product,
         "release": installer.release_label,
         "macs": macs,
-        "mac_text": ", ".join(macs),
+        "mac_text": mac_text,
         "serial": installer.serial,
         "uuid": installer.uuid,
         "request_summary": (
-            f"answer request from {client} ({product} {release}; MACs {', '.join(macs)}{skipped})"
+            f"answer request from {client} ({product} {release}; MACs {mac_text}{skipped})"
         ),
     }

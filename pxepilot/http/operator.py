@@ -1,12 +1,14 @@
 """
 The routes for the operator: hosts and answer files, re-arming, the status page,
-metrics and health.
+metrics and health; and the check every route that changes something passes, against
+requests a browser is made to send from another site (L{forged_because}).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from attrs import frozen
 from twisted.web.iweb import IRequest
@@ -15,7 +17,7 @@ from pxepilot._version import __version__
 from pxepilot.answers.decision import invalid_json
 from pxepilot.answers.files import AnswersUnavailable
 from pxepilot.answers.lint import errors, lint_range
-from pxepilot.answers.service import AnswerService, Invalid, Served
+from pxepilot.answers.service import AnswerService, Changing, Invalid, Served
 from pxepilot.answers.versions import NEWEST, InstallerVersion, VersionRange
 from pxepilot.boot.policy import inspect_sidecars
 from pxepilot.config import Config
@@ -24,6 +26,7 @@ from pxepilot.hosts.ledger import HostLedger
 from pxepilot.hosts.model import Host
 from pxepilot.hosts.page import status_page
 from pxepilot.http.auth import token_matches
+from pxepilot.http.forwarded import public_base
 from pxepilot.http.responses import Refused, header, json_body, query, toml_body
 from pxepilot.http.secure import SecureOnly
 from pxepilot.logs import logger
@@ -38,6 +41,100 @@ _ASK_FOR_TOKEN = (
     (b"www-authenticate", b'Bearer realm="pxe-pilot"'),
     (b"www-authenticate", b'Basic realm="pxe-pilot", charset="UTF-8"'),
 )
+
+
+# What the operator's own clients send with a change (the pxe-pilot command, and the
+# status page's actions): a header no page of another site can add without the CORS
+# preflight pxe-pilot never grants.
+INTENT_HEADER = b"x-pxe-pilot-request"
+
+# The content types a page of any site may send without a preflight; a form's among them.
+_SIMPLE_TYPES = frozenset(
+    {"", "application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
+)
+
+# C{GET /hosts}: hosts per page, unless C{?limit=} asks for another number up to the most.
+HOSTS_PAGE = 500
+MOST_HOSTS_PAGE = 1000
+
+
+def origin_of(url: str) -> str | None:
+    """
+    The origin of C{url} as a browser writes it in C{Origin}: C{scheme://host}, with
+    C{:port} only when it is not the scheme's default, in lower case; L{None} for what
+    is not an http or https URL.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname
+    if scheme not in ("http", "https") or not host:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or port == {"http": 80, "https": 443}[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def forged_because(
+    *,
+    fetch_site: str | None,
+    origin: str | None,
+    own_origins: Collection[str],
+    basic: bool,
+    content_type: str | None,
+    intent: bool,
+) -> str | None:
+    """
+    Why a request that would change something may have been sent by a browser on
+    behalf of another site (cross-site request forgery), or L{None} when nothing says
+    so. A browser attaches the Basic credentials it was given for pxe-pilot to every
+    request to pxe-pilot, whichever page makes it; re-arming a host that way wipes its
+    disk at its next network boot. Each rule below refuses what a browser sends for
+    another site; none refuses a program such as the C{pxe-pilot} command or curl.
+
+    1. C{Sec-Fetch-Site} is C{cross-site} or C{same-site}. Current browsers send it
+       with every request and no page can change it. C{same-site} is refused too: a
+       page of another host of the same site (a wiki beside pxe-pilot) is as foreign
+       as any. C{same-origin} and C{none} (an address typed or bookmarked) pass, and a
+       request without it (a program, an older browser) is left to the next rules.
+
+    2. C{Origin} is there and is none of C{own_origins}: pxe-pilot's origin as the
+       request addressed it, and that of C{--public-url}. Browsers send it with every
+       POST and every cross-origin request; C{null} (a sandboxed frame, a redirect from
+       elsewhere) matches nothing.
+
+    3. The request is authenticated by Basic credentials, with a content type a form
+       may have, without the L{INTENT_HEADER}. Basic credentials are what a browser
+       keeps and adds by itself, so an older browser that sends neither header above
+       would still carry them on a form posted from another site. Another site's page
+       cannot add a header of its own, nor send JSON, without a CORS preflight, which
+       pxe-pilot never grants. A bearer token is never added by a browser by itself:
+       whoever sends one chose to, so bearer requests need no more than the rules above.
+
+    @param fetch_site: The request's C{Sec-Fetch-Site}.
+    @param origin: The request's C{Origin}.
+    @param own_origins: The origins that are pxe-pilot's own (L{origin_of}).
+    @param basic: Whether the request is authenticated by Basic credentials.
+    @param content_type: The request's C{Content-Type}.
+    @param intent: Whether the request has the L{INTENT_HEADER}.
+    """
+    site = (fetch_site or "").strip().lower()
+    if site in ("cross-site", "same-site"):
+        return f"a request from another site (Sec-Fetch-Site: {site})"
+    if origin is not None and origin_of(origin) not in own_origins:
+        return f"a request from another origin ({origin.strip()[:100] or 'empty'})"
+    media = (content_type or "").split(";")[0].strip().lower()
+    if basic and media in _SIMPLE_TYPES and not intent:
+        return (
+            "a browser's request without the X-PXE-Pilot-Request header (send "
+            "X-PXE-Pilot-Request: 1, or use Authorization: Bearer)"
+        )
+    return None
 
 
 @frozen
@@ -72,21 +169,69 @@ class OperatorRoutes:
         if token is not None and not token_matches(request, token):
             raise Refused(401, {"error": "this needs pxe-pilot's admin token"}, _ASK_FOR_TOKEN)
 
+    def _change_only(self, request: IRequest) -> None:
+        """
+        What every route that changes something checks first, the status page's actions
+        included: the admin token, as on every operator route (without it nothing
+        changes, whoever sent the request), then that no other site's page made a
+        browser send it (L{forged_because}).
+
+        @raise Refused: as L{_admin_only}, or 403 for a request that may be forged.
+        """
+        self._admin_only(request)
+        authorization = header(request, b"authorization") or ""
+        reason = forged_because(
+            fetch_site=header(request, b"sec-fetch-site"),
+            origin=header(request, b"origin"),
+            own_origins=self._own_origins(request),
+            basic=authorization.strip().lower().startswith("basic "),
+            content_type=header(request, b"content-type"),
+            intent=bool((header(request, INTENT_HEADER) or "").strip()),
+        )
+        if reason is not None:
+            log.warn(
+                "{method} {path} from {client} refused (403): {reason}",
+                method=request.method.decode("latin-1"),
+                path=(getattr(request, "path", b"") or b"").decode("latin-1"),
+                client=self.client_of(request),
+                reason=reason,
+            )
+            raise Refused.because(403, f"refused: {reason}")
+
+    def _own_origins(self, request: IRequest) -> set[str]:
+        """
+        pxe-pilot's origins for C{request}: as the client addressed it (the C{Host}
+        header, and what trusted proxies say), and C{--public-url}'s.
+        """
+        own = {origin_of(public_base(request, None, self.config.trusted_proxies))}
+        if self.config.public_url:
+            own.add(origin_of(self.config.public_url))
+        return {origin for origin in own if origin is not None}
+
     def hosts_report(self, request: IRequest) -> bytes:
         """
         Every known host with its state, every answer file and boot settings file,
         whether it is valid, and which MAC it serves.
+
+        Hosts come in pages, by MAC address: C{?limit=} hosts (L{HOSTS_PAGE}, at most
+        L{MOST_HOSTS_PAGE}) after C{?after=}'s MAC; C{next}, when more follow, is the
+        C{after} of the next page. C{states} counts every host.
         """
         self._admin_only(request)
         versions = _versions_asked(request)
+        limit = _page_size(request)
+        after_text = query(request, b"after")
+        after = _mac(after_text) if after_text else None
         try:
             report = self.answers.inspect(versions)
             report["boot_settings"] = inspect_sidecars(self.answers.files, self.answers.listing())
         except AnswersUnavailable as e:
             raise Refused.because(503, str(e)) from None
-        known = sorted(self.hosts.hosts.values(), key=lambda host: str(host.mac))
+        known, following = self.hosts.page(after, limit)
         report["known_hosts"] = [host.as_json() for host in known]
         report["states"] = dict(self.hosts.summary())
+        if following is not None:
+            report["next"] = str(following)
         return json_body(request, report)
 
     async def answer_for(self, request: IRequest, mac_text: str) -> bytes:
@@ -123,6 +268,12 @@ class OperatorRoutes:
             return toml_body(request, resolution)
         if isinstance(resolution, Invalid):
             raise Refused(422, invalid_json(resolution))
+        if isinstance(resolution, Changing):
+            raise Refused(
+                503,
+                {"error": f"{resolution.source} is being written right now"},
+                [(b"retry-after", str(resolution.retry_after).encode())],
+            )
         raise Refused.because(404, f"no host file for {mac} and no default.toml")
 
     async def host_status(self, request: IRequest, mac_text: str) -> bytes:
@@ -142,7 +293,7 @@ class OperatorRoutes:
         """
         Re-arm a host: its next network boot installs again.
         """
-        self._admin_only(request)
+        self._change_only(request)
         known = self._known_host(mac_text)
         client = self.client_of(request)
         try:
@@ -178,9 +329,12 @@ class OperatorRoutes:
         self._admin_only(request)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
-        hosts = list(self.hosts.hosts.values())
         return status_page(
-            hosts, self.hosts.summary(), self.hosts.now(), __version__, self.fingerprint
+            self.hosts.hosts.values(),
+            self.hosts.summary(),
+            self.hosts.now(),
+            __version__,
+            self.fingerprint,
         )
 
     def health(self, request: IRequest) -> bytes:
@@ -201,6 +355,20 @@ def _mac(text: str) -> MacAddress:
         return MacAddress.parse(text)
     except MacAddressError:
         raise Refused.because(400, f"{describe(text)} is not a MAC address") from None
+
+
+def _page_size(request: IRequest) -> int:
+    """
+    How many hosts a page of C{GET /hosts} holds: C{?limit=}, else L{HOSTS_PAGE}.
+
+    @raise Refused: 400 for a limit that is not a number from 1 to L{MOST_HOSTS_PAGE}.
+    """
+    text = query(request, b"limit")
+    if text is None:
+        return HOSTS_PAGE
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MOST_HOSTS_PAGE:
+        raise Refused.because(400, f"?limit= is a number of hosts from 1 to {MOST_HOSTS_PAGE}")
+    return int(text)
 
 
 def _versions_asked(request: IRequest) -> VersionRange:

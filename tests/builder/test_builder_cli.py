@@ -492,6 +492,36 @@ def test_given_fingerprint_is_normalised_and_nothing_fetched(iso: Path, tmp_path
     assert "pinned the certificate" not in result.stderr
 
 
+def test_no_cert_pin_leaves_trust_to_the_system_cas(iso: Path, tmp_path: Path) -> None:
+    """
+    With --no-cert-pin, an https:// answer URL is built without a fingerprint (the
+    installer then trusts its CAs) and nothing is contacted; with --cert-fingerprint as
+    well, the contradiction is a usage error.
+    """
+    with closed_port() as port:
+        url = f"https://127.0.0.1:{port}/answer"
+        result = builder(
+            "--iso", iso, "--answer-url", url, "--no-cert-pin", "--output", tmp_path / "assets"
+        )
+        both = builder(
+            "--iso",
+            iso,
+            "--answer-url",
+            url,
+            "--no-cert-pin",
+            "--cert-fingerprint",
+            "ab" * 32,
+            "--output",
+            tmp_path / "other",
+        )
+    assert result.returncode == 0, result.stderr
+    target = tmp_path / "assets" / "proxmox-ve" / "9.1-1"
+    assert installer_mode(target)["http"] == {"url": url}
+    assert check_assets(target)["answer"]["pinned_from"] is None
+    assert both.returncode == 2
+    assert "contradict" in both.stderr
+
+
 def test_http_answer_url_pins_nothing(iso: Path, tmp_path: Path) -> None:
     """
     An http:// answer URL has no certificate: the mode file has no cert_fingerprint and

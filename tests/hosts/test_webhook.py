@@ -14,7 +14,15 @@ from typing import Any
 import attrs
 import pytest
 
-from pxepilot.hosts.webhook import MAX_WEBHOOK_BYTES, BadWebhook, parse_webhook, ssh_fingerprint
+from pxepilot.answers.request import MAX_INTERFACES
+from pxepilot.hosts.webhook import (
+    MAX_DISKS,
+    MAX_HOST_KEYS,
+    MAX_WEBHOOK_BYTES,
+    BadWebhook,
+    parse_webhook,
+    ssh_fingerprint,
+)
 from pxepilot.macs import MacAddress
 from tests.conftest import fixture_bytes
 
@@ -233,6 +241,216 @@ def test_the_largest_body_accepted() -> None:
     data = b"\xef\xbb\xbf" + fixture_bytes("post-install-webhook-9.1.json")
     data += b" " * (MAX_WEBHOOK_BYTES - len(data))
     assert parse_webhook(data).macs == (MANAGEMENT, OTHER)
+
+
+def big_server_report(nics: int = 64, disks: int = 48) -> dict[str, Any]:
+    """
+    The 9.1 fixture as a big server would send it: C{nics} ConnectX ports and C{disks}
+    SATA SSDs, each with the udev properties a real one has (about 1 and 2 KB of them).
+    """
+    document = fixture()
+    document["cpu-info"]["flags"] = " ".join(f"flag{n:03}" for n in range(160))
+    interfaces = []
+    for index in range(nics):
+        mac = f"0c:42:a1:{index >> 8:02x}:{index & 255:02x}:{(index * 7) & 255:02x}"
+        name = f"ens{index // 4 + 1}f{index % 4}np{index % 4}"
+        pci = f"0000:{0x10 + index // 4:02x}:00.{index % 4}"
+        interfaces.append(
+            {
+                "name": name,
+                "mac": mac,
+                "is-pinned": False,
+                "udev-properties": {
+                    "DEVPATH": f"/devices/pci0000:a0/0000:a0:03.1/{pci}/net/{name}",
+                    "SUBSYSTEM": "net",
+                    "INTERFACE": name,
+                    "IFINDEX": str(index + 2),
+                    "USEC_INITIALIZED": "5243214",
+                    "ID_NET_NAMING_SCHEME": "v257",
+                    "ID_NET_NAME_MAC": "enx" + mac.replace(":", ""),
+                    "ID_OUI_FROM_DATABASE": "Mellanox Technologies, Inc.",
+                    "ID_NET_NAME_PATH": f"enp{0x10 + index // 4}s0f{index % 4}np{index % 4}",
+                    "ID_NET_NAME_SLOT": name,
+                    "ID_BUS": "pci",
+                    "ID_VENDOR_ID": "0x15b3",
+                    "ID_MODEL_ID": "0x101d",
+                    "ID_PCI_CLASS_FROM_DATABASE": "Network controller",
+                    "ID_PCI_SUBCLASS_FROM_DATABASE": "Ethernet controller",
+                    "ID_VENDOR_FROM_DATABASE": "Mellanox Technologies",
+                    "ID_MODEL_FROM_DATABASE": "MT2892 Family [ConnectX-6 Dx]",
+                    "ID_PATH": f"pci-{pci}",
+                    "ID_PATH_TAG": "pci-" + pci.replace(":", "_").replace(".", "_"),
+                    "ID_NET_DRIVER": "mlx5_core",
+                    "ID_NET_LINK_FILE": "/usr/lib/systemd/network/99-default.link",
+                    "ID_NET_NAME": name,
+                    "SYSTEMD_ALIAS": f"/sys/subsystem/net/devices/{name}",
+                    "TAGS": ":systemd:",
+                    "CURRENT_TAGS": ":systemd:",
+                },
+            }
+        )
+    interfaces[0]["is-management"] = True
+    interfaces[0]["address"] = "192.0.2.21/24"
+    document["network-interfaces"] = interfaces
+    document["disks"] = [_big_server_disk(index) for index in range(disks)]
+    return document
+
+
+def _big_server_disk(index: int) -> dict[str, Any]:
+    name = "sd" + (chr(97 + index) if index < 26 else chr(96 + index // 26) + chr(97 + index % 26))
+    serial = f"S2HSNX0H5{index:05}"
+    model = "SAMSUNG_MZ7KM480HMHQ-00005"
+    wwn = f"0x5002538c4{index:07x}"
+    path = f"pci-0000:18:00.0-sas-exp0x500056b3{index:08x}-phy{index}-lun-0"
+    features = ["HPA", "PM", "SECURITY", "SMART", "APM", "PUIS", "AAM"]
+    udev = {
+        "DEVPATH": f"/devices/pci0000:17/0000:17:00.0/0000:18:00.0/host0/port-0:{index}/"
+        f"end_device-0:{index}/target0:0:{index}/0:0:{index}:0/block/{name}",
+        "DEVNAME": f"/dev/{name}",
+        "DEVTYPE": "disk",
+        "DISKSEQ": str(index + 9),
+        "MAJOR": "8",
+        "MINOR": str(index * 16),
+        "SUBSYSTEM": "block",
+        "USEC_INITIALIZED": "4123456",
+        "ID_ATA": "1",
+        "ID_TYPE": "disk",
+        "ID_BUS": "ata",
+        "ID_MODEL": model,
+        "ID_MODEL_ENC": model.replace("_", "\\x20") + "\\x20" * 14,
+        "ID_REVISION": "GXM5304Q",
+        "ID_SERIAL": f"{model}_{serial}",
+        "ID_SERIAL_SHORT": serial,
+        "ID_WWN": wwn,
+        "ID_WWN_WITH_EXTENSION": wwn,
+        "ID_ATA_SATA": "1",
+        "ID_ATA_SATA_SIGNAL_RATE_GEN1": "1",
+        "ID_ATA_SATA_SIGNAL_RATE_GEN2": "1",
+        "ID_ATA_ROTATION_RATE_RPM": "0",
+        "ID_ATA_WRITE_CACHE": "1",
+        "ID_ATA_WRITE_CACHE_ENABLED": "1",
+        "ID_ATA_DOWNLOAD_MICROCODE": "1",
+        **{f"ID_ATA_FEATURE_SET_{feature}": "1" for feature in features},
+        **{f"ID_ATA_FEATURE_SET_{feature}_ENABLED": "1" for feature in features},
+        "ID_ATA_FEATURE_SET_SECURITY_ERASE_UNIT_MIN": "2",
+        "ID_ATA_FEATURE_SET_SECURITY_ENHANCED_ERASE_UNIT_MIN": "2",
+        "ID_PATH": path,
+        "ID_PATH_TAG": path.replace(":", "_").replace(".", "_"),
+        "ID_PART_TABLE_UUID": f"5f0c7b4e-2a1d-4c8e-9b3f-6d2e1a{index:06x}",
+        "ID_PART_TABLE_TYPE": "gpt",
+        "DEVLINKS": " ".join(
+            [
+                f"/dev/disk/by-id/wwn-{wwn}",
+                f"/dev/disk/by-path/{path}",
+                f"/dev/disk/by-id/ata-{model}_{serial}",
+                f"/dev/disk/by-diskseq/{index + 9}",
+            ]
+        ),
+        "TAGS": ":systemd:",
+        "CURRENT_TAGS": ":systemd:",
+    }
+    return {
+        "size": 480103981056,
+        "block-size": 512,
+        "is-bootdisk": index < 2,
+        "udev-properties": udev,
+    }
+
+
+def test_a_big_server_report_fits_with_room_to_spare() -> None:
+    """
+    A server with 64 NICs and 48 disks, each with its udev properties, reports about
+    185 KiB: L{MAX_WEBHOOK_BYTES} holds four such reports, yet not eight, and the report
+    is read whole.
+    """
+    data = json.dumps(big_server_report(), indent=1).encode()
+    assert 4 * len(data) <= MAX_WEBHOOK_BYTES <= 8 * len(data)
+    report = parse_webhook(data)
+    assert (len(report.macs), len(report.installation.disks)) == (64, 48)
+    assert report.installation.address == "192.0.2.21/24"
+
+
+def counted_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """
+    Every MAC address parsed from now on; parsing more than L{MAX_INTERFACES} fails the
+    test at once, rather than after the minutes a quadratic reader would take.
+    """
+    parse = MacAddress.parse
+    parsed: list[str] = []
+
+    def counting(text: str) -> MacAddress:
+        parsed.append(text)
+        assert len(parsed) <= MAX_INTERFACES, "more MAC addresses parsed than a body may hold"
+        return parse(text)
+
+    monkeypatch.setattr(MacAddress, "parse", counting)
+    return parsed
+
+
+def counted_comparisons(monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """
+    One entry per comparison of two MAC addresses from now on.
+    """
+    equal = MacAddress.__eq__
+    compared: list[None] = []
+
+    def counting(self: MacAddress, other: object) -> bool:
+        compared.append(None)
+        return equal(self, other)
+
+    monkeypatch.setattr(MacAddress, "__eq__", counting)
+    return compared
+
+
+def test_more_nics_than_a_machine_has_are_refused_before_any_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    40,000 NICs in under 1 MiB (a body that took a minute of the reactor to read) are
+    refused naming the limit, without one MAC address parsed.
+    """
+    nics = [{"mac": f"{0x0C42A1000000 + n:012x}"} for n in range(40_000)]
+    data = json.dumps({**fixture(), "network-interfaces": nics}, separators=(",", ":")).encode()
+    assert len(data) <= MAX_WEBHOOK_BYTES
+    parsed = counted_parses(monkeypatch)
+    with pytest.raises(BadWebhook, match=f"lists 40000 entries; at most {MAX_INTERFACES} are"):
+        parse_webhook(data)
+    assert parsed == []
+
+
+def test_nics_at_the_limit_are_read_in_linear_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    L{MAX_INTERFACES} NICs, the second half the first again in upper case and the
+    management NIC listed last, are read: each MAC address once, the management one
+    first, the rest in the order first listed, with at most one comparison per NIC.
+    """
+    half = [f"0c:42:a1:00:00:{n:02x}" for n in range(MAX_INTERFACES // 2)]
+    nics: list[dict[str, Any]] = [{"mac": mac} for mac in half + [m.upper() for m in half]]
+    nics[-1]["is-management"] = True
+    compared = counted_comparisons(monkeypatch)
+    report = parse_webhook(interfaces(nics))
+    assert len(compared) <= MAX_INTERFACES
+    assert [str(mac) for mac in report.macs] == [half[-1], *half[:-1]]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "limit"),
+    [
+        ("disks", [{}] * (MAX_DISKS + 1), MAX_DISKS),
+        ("ssh-public-host-keys", {f"k{n}": "" for n in range(MAX_HOST_KEYS + 1)}, MAX_HOST_KEYS),
+    ],
+)
+def test_more_disks_or_host_keys_than_a_machine_has_are_refused(
+    key: str, value: object, limit: int
+) -> None:
+    """
+    A report listing more disks or host keys than any machine has is refused naming the
+    limit, rather than kept on the host's timeline.
+    """
+    document = fixture()
+    document[key] = value
+    with pytest.raises(BadWebhook, match=f"{key} lists {limit + 1} entries; at most {limit}"):
+        parse_webhook(body(document))
 
 
 def interfaces(value: object) -> bytes:
