@@ -22,7 +22,13 @@ from twisted.logger import LogEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from pxepilot.hosts.ledger import ADDRESS_MEMORY, HostLedger, WorkerThread, run_here
+from pxepilot.hosts.ledger import (
+    ADDRESS_MEMORY,
+    HostLedger,
+    NotRecorded,
+    WorkerThread,
+    run_here,
+)
 from pxepilot.hosts.model import Event, EventKind, Host, HostState, advance
 from pxepilot.hosts.store import IHostStore, SQLiteHostStore
 from pxepilot.macs import MacAddress
@@ -545,3 +551,187 @@ async def test_saves_run_in_order_on_the_worker_thread(tmp_path: Path) -> None:
         assert reopened.load() == [hosts[-1]]
     finally:
         reopened.close()
+
+
+# -- bounds: hosts only seen expire, and the ledger has a ceiling
+
+
+def seen_ledger(
+    store: MemoryStore, *, expiry: float = 3600.0, max_hosts: int = 10_000
+) -> tuple[HostLedger, Clock]:
+    clock = Clock()
+    clock.advance(START)
+    ledger = HostLedger(
+        store,
+        clock,
+        wall_clock=clock.seconds,
+        host_expiry=expiry,
+        max_hosts=max_hosts,
+    )
+    return ledger, clock
+
+
+def test_a_host_only_seen_is_forgotten_after_the_expiry() -> None:
+    """
+    A host that only fetched a menu is forgotten, in memory and in the store, once it
+    has been silent for longer than the host expiry; one served an answer, one
+    installed and one re-armed at the same time are kept; a host seen again before the
+    expiry starts its silence over.
+    """
+    store = MemoryStore()
+    ledger, clock = seen_ledger(store, expiry=3600.0)
+    ledger.note(A, EventKind.SCRIPT, "menu")
+    ledger.note(B, EventKind.SCRIPT, "menu")
+    ledger.note(B, EventKind.ANSWER_SERVED, "answer", file="default.toml")
+    ledger.note(C, EventKind.TFTP, "boot file sent")
+    ledger.note(C, EventKind.INSTALLED, "installed")
+    rearmed = MacAddress.parse("b0:7b:25:00:00:99")
+    ledger.note(rearmed, EventKind.REARMED, "re-armed")
+    late = MacAddress.parse("b0:7b:25:00:00:98")
+    ledger.note(late, EventKind.SCRIPT, "menu")
+    ledger.startService()
+
+    clock.advance(1800)
+    ledger.note(late, EventKind.TFTP, "boot file sent")
+    clock.advance(1800)
+    assert A in ledger.hosts  # exactly the expiry: not yet longer
+    clock.advance(900)
+    assert A not in ledger.hosts
+    assert A not in store.hosts and A not in store.events
+    assert {B, C, rearmed, late} <= set(ledger.hosts)
+    assert ledger.forgotten["expired"] == 1
+
+    clock.advance(1800)
+    assert late not in ledger.hosts
+    assert {B, C, rearmed} == set(ledger.hosts)
+    clock.advance(10 * 86400)
+    assert {B, C, rearmed} == set(ledger.hosts)
+    assert ledger.forgotten == {"expired": 2, "ceiling": 0}
+    result_of(ledger.stopService())
+
+
+def test_a_forgotten_host_seen_again_starts_over() -> None:
+    """
+    A forgotten host's next event starts a new host, saved after the removal of the old
+    one, so the store does not bring the old timeline back.
+    """
+    store = MemoryStore()
+    ledger, clock = seen_ledger(store, expiry=600.0)
+    ledger.note(A, EventKind.SCRIPT, "menu")
+    ledger.startService()
+    clock.advance(700)
+    assert A not in ledger.hosts
+    ledger.note(A, EventKind.SCRIPT, "menu again")
+    assert ledger.hosts[A].first_seen == START + 700
+    assert [event.summary for event in store.events[A]] == ["menu again"]
+    result_of(ledger.stopService())
+
+
+def test_sightings_loaded_from_the_store_expire_too() -> None:
+    """
+    Hosts only seen before a restart are forgotten once silent for the expiry; the
+    installed ones are kept.
+    """
+    store = MemoryStore(
+        (
+            host(A, HostState.BOOTING, START - 7200),
+            host(B, HostState.INSTALLED, START - 7200, installed_at=START - 7200),
+            host(C, HostState.BOOTING, START - 60),
+        )
+    )
+    ledger, clock = seen_ledger(store, expiry=3600.0)
+    ledger.startService()
+    assert set(ledger.hosts) == {B, C}
+    clock.advance(3600)
+    assert set(ledger.hosts) == {B}
+    result_of(ledger.stopService())
+
+
+def test_at_the_ceiling_the_longest_silent_sighting_gives_way() -> None:
+    """
+    A new host when the ledger is full takes the place of the host only seen that has
+    been silent longest, never of one served an answer.
+    """
+    store = MemoryStore()
+    ledger, clock = seen_ledger(store, max_hosts=3)
+    ledger.note(A, EventKind.SCRIPT, "menu")
+    clock.advance(1)
+    ledger.note(B, EventKind.ANSWER_SERVED, "answer", file="default.toml")
+    clock.advance(1)
+    ledger.note(C, EventKind.SCRIPT, "menu")
+    clock.advance(1)
+    ledger.note(A, EventKind.TFTP, "boot file sent")  # A is now the most recent
+    newcomer = MacAddress.parse("b0:7b:25:00:00:99")
+    ledger.note(newcomer, EventKind.SCRIPT, "menu")
+    assert set(ledger.hosts) == {A, B, newcomer}
+    assert C not in store.hosts
+    assert ledger.forgotten["ceiling"] == 1
+
+
+def test_a_full_ledger_of_kept_hosts_records_answers_but_not_sightings(
+    events: list[LogEvent],
+) -> None:
+    """
+    When every host is one the ledger keeps, a new host's boot events are not recorded
+    (counted, logged once, the caller's Deferred fails with NotRecorded), while a new
+    host's answer is recorded beyond the ceiling: a decision depends on it.
+    """
+    store = MemoryStore()
+    ledger, _ = seen_ledger(store, max_hosts=2)
+    ledger.note(A, EventKind.ANSWER_SERVED, "answer", file="default.toml")
+    ledger.note(B, EventKind.INSTALLED, "installed")
+    strangers = [MacAddress.parse(f"b0:7b:25:00:01:{n:02x}") for n in range(5)]
+    for mac in strangers:
+        ledger.note(mac, EventKind.SCRIPT, "menu")
+    with pytest.raises(NotRecorded):
+        result_of(ledger.record(strangers[0], EventKind.TFTP, "boot file sent"))
+    assert set(ledger.hosts) == {A, B}
+    assert ledger.not_recorded == 6
+    full = [e for e in events if "ledger is full" in str(e.get("log_format", ""))]
+    assert len(full) == 1
+    assert failures(events, strangers[1]) == []
+
+    ledger.note(C, EventKind.ANSWER_SERVED, "answer", file="default.toml")
+    assert ledger.hosts[C].state is HostState.INSTALLING
+    assert C in store.hosts
+
+
+def test_a_database_above_the_ceiling_is_brought_down_to_it() -> None:
+    """
+    A store that holds more sightings than the ceiling (saved before it was lowered) is
+    brought down to it on start, the longest silent first.
+    """
+    many = [MacAddress.parse(f"b0:7b:25:00:02:{n:02x}") for n in range(6)]
+    store = MemoryStore(
+        tuple(host(mac, HostState.BOOTING, START - 100 + n) for n, mac in enumerate(many))
+    )
+    ledger, _ = seen_ledger(store, max_hosts=4)
+    ledger.startService()
+    assert set(ledger.hosts) == set(many[2:])
+    assert ledger.forgotten["ceiling"] == 2
+    result_of(ledger.stopService())
+
+
+def test_pages_cover_every_host_once_in_mac_order() -> None:
+    """
+    Pages of hosts by MAC address: each page follows the last, none repeats a host, the
+    last one says so; a host added between pages appears when it sorts after the page.
+    """
+    ledger, _ = seen_ledger(MemoryStore())
+    macs = [MacAddress.parse(f"b0:7b:25:00:03:{n:02x}") for n in (7, 1, 9, 3, 5)]
+    for mac in macs:
+        ledger.note(mac, EventKind.SCRIPT, "menu")
+    first, after = ledger.page(None, 2)
+    assert [host.mac for host in first] == sorted(macs, key=lambda mac: mac.octets)[:2]
+    assert after == first[-1].mac
+    late = MacAddress.parse("b0:7b:25:00:03:ff")
+    ledger.note(late, EventKind.SCRIPT, "menu")
+    seen = [host.mac for host in first]
+    while after is not None:
+        page, after = ledger.page(after, 2)
+        seen.extend(host.mac for host in page)
+    assert seen == sorted([*macs, late], key=lambda mac: mac.octets)
+    whole, following = ledger.page(None, 100)
+    assert len(whole) == 6 and following is None
+    with pytest.raises(ValueError, match="at least one host"):
+        ledger.page(None, 0)
