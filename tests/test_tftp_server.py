@@ -332,38 +332,50 @@ def test_per_client_limit_counts_acknowledged_transfers(root: Path) -> None:
 
 def test_global_limit_evicts_the_oldest_unacknowledged(root: Path) -> None:
     """
-    At the global limit, the oldest transfer never acknowledged gives way, without an
-    ERROR (its address may be spoofed); acknowledged transfers are never displaced.
+    When the places for unacknowledged transfers are taken, a new request is dropped
+    without a reply while they are within their grace; past it, the oldest gives way,
+    without an ERROR (its address may be spoofed). Acknowledged transfers are never
+    displaced for being new, and a full server then says it is busy.
     """
-    h = Harness(root, max_transfers=3)
-    for number in (3001, 3002, 3003):
+    h = Harness(root, max_transfers=4)
+    for number in (3001, 3002):
         h.request("undionly.kpxe", client=("192.0.2.50", number))
     h.ports[0].receive(Ack(1), ("192.0.2.50", 3001))
     h.request("undionly.kpxe", client=("192.0.2.60", 3004))
-    assert [p.stopped for p in h.ports] == [False, True, False, False]
-    assert h.ports[1].packets() == [Data(1, b"k" * 512)]
-    for port, number in zip(h.ports[2:], (3003, 3004), strict=True):
-        port.receive(Ack(1), (port.protocol.peer[0], number))  # type: ignore[attr-defined]
     h.request("undionly.kpxe", client=("192.0.2.70", 3005))
-    assert len(h.ports) == 4
+    assert len(h.ports) == 3
+    assert h.refusals == []
+    h.clock.advance(2)
+    h.request("undionly.kpxe", client=("192.0.2.70", 3005))
+    assert [p.stopped for p in h.ports] == [False, True, False, False]
+    assert [type(p) for p in h.ports[1].packets()] == [Data, Data]  # DATA 1 and its resend
+    for port in h.ports[2:]:
+        port.receive(Ack(1), port.protocol.peer)  # type: ignore[attr-defined]
+    h.request("undionly.kpxe", client=("192.0.2.80", 3006))
+    h.ports[-1].receive(Ack(1), ("192.0.2.80", 3006))
+    h.request("undionly.kpxe", client=("192.0.2.90", 3007))
+    assert len(h.ports) == 5
     assert h.refusals[-1][2] == Error(0, "Server busy, try again later")
 
 
 def test_flood_of_abandoned_requests(root: Path) -> None:
     """
     Thousands of requests that are never acknowledged, from the very address of a real
-    client: the real client's request still gets its transfer, and completes.
+    client and two others: each address is held to its request budget and to the
+    per-client limit of unacknowledged transfers. The real client's request, once its
+    address's budget has refilled a little, gets its transfer, and completes while the
+    flood goes on.
     """
     h = Harness(root, max_transfers=50, max_per_client=8)
     for number in range(3000):
         h.request("undionly.kpxe", client=(f"192.0.2.{number % 3}", 10000 + number))
-    assert len(h.server.transfers) == 50
+    assert len(h.server.transfers) == 24
+    assert h.server.outcomes["rate-limited"] == 3000 - 3 * 64
+    h.clock.advance(0.5)
     real = ("192.0.2.1", 40000)
     h.request("undionly.kpxe", client=real)
     port = h.ports[-1]
     assert port.packets() == [Data(1, b"k" * 512)]
-    # The flood goes on while the client's first ACK is on its way: it keeps its place
-    # for as many requests as the server has places.
     for number in range(49):
         h.request("undionly.kpxe", client=("192.0.2.1", 20000 + number))
     port.receive(Ack(1), real)

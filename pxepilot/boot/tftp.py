@@ -47,25 +47,33 @@ IPXE_BINARIES = frozenset(
 # and soon pushes the magic "LRET" it later checks on the PXE stack.
 _PXE_PREFIX_JUMP = b"\xea\x05\x00\xc0\x07"
 _PXE_PREFIX_MAGIC = b"LRET"
-# iPXE's EFI images name themselves in their data; read no further than this for it.
-_EFI_SCAN_BYTES = 8 << 20
-_SCAN_CHUNK = 1 << 20
+# iPXE's EFI images name themselves in their data, somewhere in the file. They are
+# small (Debian's ipxe.efi, with every driver, is 830 KiB; snponly.efi 170 KiB): a PE
+# image larger than this is another EFI program (GRUB, shim, a kernel) and is decided
+# on its first bytes, and no image costs more than this much reading.
+_EFI_MAX_BYTES = 2 << 20
+_SCAN_CHUNK = 256 << 10
 
 
 def looks_like_ipxe(reader: IReader) -> bool:
     """
     Whether a file is an iPXE binary: a PXE image with iPXE's prefix, or a PE (EFI)
-    image that names iPXE.
+    image that names iPXE. Reads at most 64 bytes of a file that is neither, or larger
+    than any iPXE image, and never more than C{_EFI_MAX_BYTES}.
     """
     head = reader.read(0, 64)
     if head.startswith(_PXE_PREFIX_JUMP):
         return _PXE_PREFIX_MAGIC in head[:32]
     if not head.startswith(b"MZ"):
         return False
-    offset = 0
-    tail = b""
-    while offset < _EFI_SCAN_BYTES:
-        chunk = reader.read(offset, _SCAN_CHUNK)
+    if reader.size is not None and reader.size > _EFI_MAX_BYTES:
+        return False
+    if b"iPXE" in head:
+        return True
+    offset = len(head)
+    tail = head[-3:]
+    while offset < _EFI_MAX_BYTES:
+        chunk = reader.read(offset, min(_SCAN_CHUNK, _EFI_MAX_BYTES - offset))
         if not chunk:
             return False
         if b"iPXE" in tail + chunk:

@@ -12,27 +12,32 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
-import select
 import socket
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from attrs import Factory, define, field
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.interfaces import (
-    IListeningPort,
-    IReactorFDSet,
-    IReactorTime,
-    IReadDescriptor,
-    IUDPTransport,
-)
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
-from zope.interface import implementer
 
 from pxepilot.events import EventBus, IEvents, TransferFinished
 from pxepilot.logs import logger
+from pxepilot.tftp.admission import (
+    BUDGET_REFILL_SECONDS,
+    GRACE_SECONDS,
+    REFUSALS_PER_SECOND,
+    Bucket,
+    Digest,
+    Load,
+    Places,
+    RequestBudgets,
+    Verdict,
+    admit,
+    evictable_rate,
+    take,
+)
 from pxepilot.tftp.files import (
     AccessViolation,
     BadFileName,
@@ -53,6 +58,8 @@ from pxepilot.tftp.packets import (
     decode,
     encode_error,
 )
+from pxepilot.tftp.sockets import PortOpener
+from pxepilot.tftp.sockets import reactor_port_opener as reactor_port_opener
 from pxepilot.tftp.transfer import Outcome, OutcomeKind, ReadTransfer, RetransmitPolicy
 
 log = logger(__name__)
@@ -61,6 +68,11 @@ Address = tuple[str, int]
 
 
 _UNKNOWN_TID = encode_error(ErrorCode.UNKNOWN_TRANSFER_ID, "Unknown transfer ID")
+# The opcodes of datagrams that may cost something: a transfer, or a reply.
+_REQUESTS = (b"\0\1", b"\0\2")
+
+# Endings that show the client heard the transfer: always worth their line.
+_ANSWERED = frozenset({OutcomeKind.COMPLETE, OutcomeKind.PROBE, OutcomeKind.ABORTED})
 
 # How each ending is logged.
 _LEVELS = {
@@ -69,167 +81,11 @@ _LEVELS = {
     OutcomeKind.ABORTED: "warn",
     OutcomeKind.TIMED_OUT: "warn",
     OutcomeKind.TOO_LONG: "warn",
+    OutcomeKind.TOO_SLOW: "warn",
     OutcomeKind.EVICTED: "info",
     OutcomeKind.SHUTDOWN: "info",
     OutcomeKind.FAILED: "error",
 }
-
-
-@implementer(IReadDescriptor, IListeningPort, IUDPTransport)
-class TransferSocket:
-    """
-    A transfer's UDP socket, on a free port of one local address.
-
-    Leaner than Twisted's UDP port, because it sits on the per-block path: L{sendTo}
-    skips the address checks of C{write} (the peer was checked once, when the request
-    came in), a full send buffer counts as a lost datagram that the retransmission timer
-    recovers, and each read event takes one datagram (the reactor polls again if more
-    are waiting).
-    """
-
-    def __init__(
-        self, readers: IReactorFDSet | TransferPoller, protocol: DatagramProtocol, interface: str
-    ) -> None:
-        # Where to register for reading: the reactor, or a TransferPoller.
-        self._reactor = readers
-        self.protocol = protocol
-        self.interface = interface
-        family = socket.AF_INET6 if ":" in interface else socket.AF_INET
-        self.socket = socket.socket(family, socket.SOCK_DGRAM)
-        self.socket.setblocking(False)
-        self._fileno = self.socket.fileno()
-        self._listening = False
-
-    def startListening(self) -> None:
-        try:
-            self.socket.bind((self.interface, 0))
-        except OSError:
-            self.socket.close()
-            raise
-        self._listening = True
-        self.protocol.makeConnection(self)
-        self._reactor.addReader(self)
-
-    def fileno(self) -> int:
-        return self._fileno
-
-    def logPrefix(self) -> str:
-        return "TFTP transfer"
-
-    def doRead(self) -> None:
-        try:
-            datagram, address = self.socket.recvfrom(2048)
-        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
-            return
-        self.protocol.datagramReceived(datagram, address[:2])
-
-    def sendTo(self, datagram: bytes, address: Address) -> None:
-        try:
-            self.socket.sendto(datagram, address)
-        except InterruptedError:
-            self.socket.sendto(datagram, address)
-        except (BlockingIOError, ConnectionRefusedError):
-            pass
-
-    def write(self, datagram: bytes, addr: Address | None = None) -> None:
-        assert addr is not None, "a transfer socket is not connected"
-        self.sendTo(datagram, addr)
-
-    def connect(self, host: str, port: int) -> None:
-        # Never connected: a connected socket could not answer strangers with ERROR 5.
-        raise RuntimeError("a transfer socket is not connected")
-
-    def setBroadcastAllowed(self, enabled: bool) -> None:
-        raise RuntimeError("a transfer socket does not broadcast")
-
-    def getBroadcastAllowed(self) -> bool:
-        return False
-
-    def getHost(self) -> IPv4Address | IPv6Address:
-        host, port = self.socket.getsockname()[:2]
-        kind = IPv6Address if self.socket.family == socket.AF_INET6 else IPv4Address
-        return kind("UDP", host, port)
-
-    def stopListening(self) -> Deferred[None]:
-        if self._listening:
-            self._listening = False
-            self._reactor.removeReader(self)
-            self.protocol.doStop()
-            self.socket.close()
-        return succeed(None)
-
-    def connectionLost(self, reason: object) -> None:
-        self.stopListening()
-
-
-PortOpener = Callable[[DatagramProtocol, str], IListeningPort]
-
-
-@implementer(IReadDescriptor)
-class TransferPoller:
-    """
-    The sockets of all running transfers, polled together (Linux epoll) as one reader
-    of the reactor: a reactor event then serves every transfer with a datagram waiting,
-    instead of one reactor dispatch for each datagram. Sockets register with it as they
-    would with the reactor, through L{addReader} and L{removeReader}.
-    """
-
-    def __init__(self, reactor: IReactorFDSet) -> None:
-        self._reactor = reactor
-        self._epoll = select.epoll()
-        self._readers: dict[int, IReadDescriptor] = {}
-
-    def fileno(self) -> int:
-        return self._epoll.fileno()
-
-    def logPrefix(self) -> str:
-        return "TFTP transfers"
-
-    def addReader(self, reader: IReadDescriptor) -> None:
-        fd = reader.fileno()
-        self._epoll.register(fd, select.EPOLLIN)
-        self._readers[fd] = reader
-        if len(self._readers) == 1:
-            self._reactor.addReader(self)
-
-    def removeReader(self, reader: IReadDescriptor) -> None:
-        fd = reader.fileno()
-        if self._readers.pop(fd, None) is not None:
-            self._epoll.unregister(fd)
-            if not self._readers:
-                self._reactor.removeReader(self)
-
-    def doRead(self) -> None:
-        readers = self._readers
-        for fd, _events in self._epoll.poll(0, 256):
-            reader = readers.get(fd)
-            if reader is None:
-                continue
-            try:
-                reader.doRead()
-            except Exception:
-                # One transfer's trouble must not stop the others from being served.
-                log.failure("TFTP transfer socket failed")
-
-    def connectionLost(self, reason: object) -> None:
-        for reader in list(self._readers.values()):
-            self.removeReader(reader)
-
-
-def reactor_port_opener(reactor: IReactorFDSet) -> PortOpener:
-    """
-    Opens transfer sockets on C{reactor}, polled together where the system has epoll.
-    """
-    registry: IReactorFDSet | TransferPoller = (
-        TransferPoller(reactor) if hasattr(select, "epoll") else reactor
-    )
-
-    def open_port(protocol: DatagramProtocol, interface: str) -> IListeningPort:
-        port = TransferSocket(registry, protocol, interface)
-        port.startListening()
-        return port
-
-    return open_port
 
 
 class TransferProtocol(DatagramProtocol):
@@ -253,6 +109,7 @@ class TransferProtocol(DatagramProtocol):
         self.name = name
         self.options = options
         self._factory = transfer_factory
+        self.started = server.clock.seconds()
         self.transfer: ReadTransfer | None = None
         self.port: IListeningPort | None = None
         self.closed: Deferred[None] | None = None
@@ -316,6 +173,9 @@ class TransferProtocol(DatagramProtocol):
         else:
             transfer.stop(OutcomeKind.FAILED, "Illegal TFTP operation")
 
+    def confirmed(self) -> None:
+        self.server.transfer_confirmed(self)
+
     def finished(self, outcome: Outcome) -> None:
         self.server.transfer_finished(self, outcome)
 
@@ -323,19 +183,25 @@ class TransferProtocol(DatagramProtocol):
 @define(repr=False)
 class TFTPServer(DatagramProtocol):
     """
-    The request port's protocol: turns read requests into transfers, within limits.
+    The request port's protocol: turns read requests into transfers, within limits
+    (see L{pxepilot.tftp.admission}).
 
     @ivar files: What is served.
     @ivar clock: Time, for every transfer.
     @ivar open_port: Opens a transfer's port on a local address.
     @ivar interface: The address the request port is bound to (C{""}: all).
     @ivar limits: Option limits.
-    @ivar policy: Retransmission and duration limits.
+    @ivar policy: Retransmission, duration and progress limits.
     @ivar max_transfers: Concurrent transfers in all.
-    @ivar max_per_client: Concurrent acknowledged transfers from one IP address.
+    @ivar max_per_client: Concurrent acknowledged transfers from one IP address; its
+        request budget is in proportion.
+    @ivar grace: Seconds a new transfer cannot be displaced by another address.
     @ivar events: Told of every transfer that ends.
-    @ivar outcomes: Transfers by how they ended (and requests refused), since start.
+    @ivar outcomes: Transfers by how they ended, and requests turned away (C{refused},
+        with an ERROR or one rationed away; C{rate-limited} and C{dropped}, silently:
+        over their address's budget, or while every place was new), since start.
     @ivar bytes_sent: Bytes acknowledged by clients, since start.
+    @ivar digest: What is only counted for the periodic summary line (L{log_summary}).
     """
 
     noisy = False
@@ -348,6 +214,7 @@ class TFTPServer(DatagramProtocol):
     policy: RetransmitPolicy = field(factory=RetransmitPolicy)
     max_transfers: int = 200
     max_per_client: int = 8
+    grace: float = GRACE_SECONDS
     send_refusal: Callable[[str, Address, bytes], None] = field(
         default=Factory(lambda: _send_once)
     )
@@ -356,7 +223,23 @@ class TFTPServer(DatagramProtocol):
     per_client: Counter[str] = field(factory=Counter)
     outcomes: Counter[str] = field(factory=Counter)
     bytes_sent: int = 0
+    digest: Digest = field(init=False)
     _closing: list[Deferred[None]] = field(factory=list)
+    _places: Places = field(init=False)
+    _budgets: RequestBudgets = field(init=False)
+    _refusals: Bucket | None = field(init=False, default=None)
+    # Transfers not acknowledged yet, oldest first, and how many of them and of the
+    # acknowledged ones each address holds.
+    _unconfirmed: OrderedDict[tuple[str, int, bytes], TransferProtocol] = field(
+        init=False, factory=OrderedDict
+    )
+    _unconfirmed_of: Counter[str] = field(init=False, factory=Counter)
+    _confirmed_of: Counter[str] = field(init=False, factory=Counter)
+
+    def __attrs_post_init__(self) -> None:
+        self._places = Places(self.max_transfers, self.max_per_client, self.grace)
+        self._budgets = RequestBudgets(self._places.request_burst, BUDGET_REFILL_SECONDS)
+        self.digest = Digest(self.clock.seconds())
 
     # -- requests
 
@@ -378,10 +261,16 @@ class TFTPServer(DatagramProtocol):
         """
         if destination == "255.255.255.255":
             return  # RFC 1123 4.2.3.5: requests to a broadcast address are ignored.
+        if datagram[:2] in _REQUESTS and not self._budgets.allow(client[0], self.clock.seconds()):
+            # Before anything is parsed or allocated, and without a reply: a flood from
+            # a few addresses costs no more than this, at any rate.
+            self.outcomes["rate-limited"] += 1
+            self.digest.count("rate-limited", client[0])
+            return
         try:
             packet = decode(datagram)
         except PacketError as e:
-            if len(datagram) >= 2 and datagram[:2] in (b"\0\1", b"\0\2"):
+            if len(datagram) >= 2 and datagram[:2] in _REQUESTS:
                 self._refuse(
                     client,
                     local,
@@ -436,15 +325,8 @@ class TFTPServer(DatagramProtocol):
             # running transfer answers it.
             log.debug("TFTP {client}: repeated request for {file}", client=client[0], file=shown)
             return
-        if not self._make_room(client[0]):
-            self._refuse(
-                client,
-                local,
-                shown,
-                ErrorCode.NOT_DEFINED,
-                "Server busy, try again later",
-                "too many transfers",
-            )
+        admitted, victim = self._find_room(client, local)
+        if not admitted:
             return
         try:
             name = normalise_name(request.filename)
@@ -462,6 +344,9 @@ class TFTPServer(DatagramProtocol):
                 client, local, shown, ErrorCode.ILLEGAL_OPERATION, "Illegal file name", str(e)
             )
             return
+        if victim is not None:
+            # Only now: a request that is refused displaces nobody.
+            self._evict(victim)
         netascii = request.mode == "netascii"
         if netascii:
             reader = NetasciiReader(reader)
@@ -471,17 +356,24 @@ class TFTPServer(DatagramProtocol):
 
         def make_transfer(send: Callable[[bytes], object]) -> ReadTransfer:
             return ReadTransfer(
-                reader, negotiated, send, self.clock, self.policy, protocol.finished
+                reader,
+                negotiated,
+                send,
+                self.clock,
+                self.policy,
+                protocol.finished,
+                protocol.confirmed,
             )
 
         protocol = TransferProtocol(self, key, name, negotiated.describe(), make_transfer)
         self.transfers[key] = protocol
         self.per_client[client[0]] += 1
+        self._unconfirmed[key] = protocol
+        self._unconfirmed_of[client[0]] += 1
         try:
-            protocol.port = self.open_port(protocol, local)
+            port = self.open_port(protocol, local)
         except Exception as e:
-            del self.transfers[key]
-            self._forget_client(client[0])
+            self._remove(protocol)
             reader.close()
             self._refuse(
                 client,
@@ -491,38 +383,64 @@ class TFTPServer(DatagramProtocol):
                 "Server error",
                 f"cannot open a transfer port: {e}",
             )
+            return
+        if self.transfers.get(key) is protocol:
+            protocol.port = port
+        else:
+            # It ended while it started (its first read failed): close what it opened.
+            port.stopListening()
 
-    def _make_room(self, client: str) -> bool:
+    def _find_room(self, client: Address, local: str) -> tuple[bool, TransferProtocol | None]:
         """
-        Free a place for a new transfer from C{client}.
-
-        Only acknowledged transfers count against the per-client limit. Transfers never
-        acknowledged (abandoned, or asked for with a spoofed address) take any free place
-        and are the first to give way, oldest first: a flood of them cannot lock out a
-        real client, even one on the flooding address, which keeps its place for as
-        many further requests as the server has places.
+        Whether a new transfer from C{client} may start, and the transfer that must give
+        way to it, if any; a request that may not is turned away here.
         """
-        confirmed = sum(
-            1
-            for protocol in self.transfers.values()
-            if protocol.peer[0] == client
-            and protocol.transfer is not None
-            and protocol.transfer.confirmed
+        address = client[0]
+        now = self.clock.seconds()
+        unconfirmed = self._unconfirmed
+        oldest = next(iter(unconfirmed.values())).started if unconfirmed else None
+        load = Load(
+            transfers=len(self.transfers),
+            unconfirmed=len(unconfirmed),
+            oldest_unconfirmed=oldest,
+            held=self.per_client.get(address, 0),
+            held_confirmed=self._confirmed_of.get(address, 0),
+            held_unconfirmed=self._unconfirmed_of.get(address, 0),
         )
-        if confirmed >= self.max_per_client:
-            return False
-        if len(self.transfers) >= self.max_transfers:
-            victim = self._oldest_unconfirmed()
-            if victim is None:
-                return False
-            self._evict(victim)
-        return True
+        verdict = admit(self._places, load, now)
+        if verdict is Verdict.ADMIT:
+            return True, None
+        if verdict is Verdict.REPLACE_OWN:
+            return True, next(p for p in unconfirmed.values() if p.peer[0] == address)
+        if verdict is Verdict.EVICT_STALE:
+            return True, next(iter(unconfirmed.values()))
+        if verdict is Verdict.EVICT_SLOWEST:
+            slowest = self._slowest(now)
+            if slowest is not None:
+                return True, slowest
+            verdict = Verdict.BUSY
+        self.digest.count("busy", address)
+        if verdict is Verdict.DROP:
+            # Every place unacknowledged is in its grace: a flood is on. A client asks
+            # again when it hears nothing, which an ERROR would stop.
+            self.outcomes["dropped"] += 1
+        else:
+            self.outcomes["refused"] += 1
+            busy = encode_error(ErrorCode.NOT_DEFINED, "Server busy, try again later")
+            self._reply(local, client, busy)
+        return False, None
 
-    def _oldest_unconfirmed(self) -> TransferProtocol | None:
+    def _slowest(self, now: float) -> TransferProtocol | None:
+        slowest: TransferProtocol | None = None
+        lowest = 0.0
         for protocol in self.transfers.values():
-            if protocol.transfer is None or not protocol.transfer.confirmed:
-                return protocol
-        return None
+            transfer = protocol.transfer
+            if transfer is None or not transfer.confirmed:
+                continue
+            rate = evictable_rate(now - transfer.started, transfer.bytes_acknowledged)
+            if rate is not None and (slowest is None or rate < lowest):
+                slowest, lowest = protocol, rate
+        return slowest
 
     def _evict(self, protocol: TransferProtocol) -> None:
         if protocol.transfer is not None:
@@ -534,47 +452,82 @@ class TFTPServer(DatagramProtocol):
     def _refuse(
         self, client: Address, local: str, shown: str, code: ErrorCode, message: str, reason: str
     ) -> None:
-        log.info(
-            "TFTP {client} {file}: refused ({code}), {reason}",
-            client=client[0],
-            file=shown,
-            code=int(code),
-            reason=reason,
-            outcome="refused",
-        )
+        if self.digest.may_log(client[0], self.clock.seconds()):
+            log.info(
+                "TFTP {client} {file}: refused ({code}), {reason}",
+                client=client[0],
+                file=shown,
+                code=int(code),
+                reason=reason,
+                outcome="refused",
+            )
         self.outcomes["refused"] += 1
-        self.send_refusal(local, client, encode_error(code, message))
+        self._reply(local, client, encode_error(code, message))
+
+    def _reply(self, local: str, client: Address, datagram: bytes) -> None:
+        """
+        Send an ERROR to a request, within the server's budget for them: beyond it, the
+        request is only dropped.
+        """
+        now = self.clock.seconds()
+        self._refusals, allowed = take(
+            self._refusals, now, REFUSALS_PER_SECOND, REFUSALS_PER_SECOND
+        )
+        if allowed:
+            self.send_refusal(local, client, datagram)
 
     # -- transfers
+
+    def transfer_confirmed(self, protocol: TransferProtocol) -> None:
+        """
+        The client of C{protocol} acknowledged something: it is real.
+        """
+        if self._unconfirmed.get(protocol.key) is protocol:
+            del self._unconfirmed[protocol.key]
+            _decrement(self._unconfirmed_of, protocol.peer[0])
+            self._confirmed_of[protocol.peer[0]] += 1
 
     def transfer_finished(self, protocol: TransferProtocol, outcome: Outcome) -> None:
         transfer = protocol.transfer
         assert transfer is not None
-        duration = self.clock.seconds() - transfer.started
+        now = self.clock.seconds()
+        duration = now - transfer.started
         sent = transfer.bytes_acknowledged
         self.bytes_sent += sent
         self.outcomes[outcome.kind.value] += 1
-        detail = f", {outcome.detail}" if outcome.detail else ""
-        getattr(log, _LEVELS[outcome.kind])(
-            "TFTP {client} {file}: {outcome}{detail} (options {options}; {bytes} bytes in "
-            "{duration:.3f} s)",
-            client=protocol.peer[0],
-            file=protocol.name,
-            outcome=outcome.kind.value,
-            detail=detail,
-            options=protocol.options,
-            bytes=sent,
-            duration=duration,
-        )
+        client = protocol.peer[0]
+        if outcome.kind is OutcomeKind.EVICTED:
+            # Thousands in a flood: counted for the summary, never a line each.
+            self.digest.count("evicted", client)
+        elif transfer.confirmed or outcome.kind in _ANSWERED or self.digest.may_log(client, now):
+            detail = f", {outcome.detail}" if outcome.detail else ""
+            getattr(log, _LEVELS[outcome.kind])(
+                "TFTP {client} {file}: {outcome}{detail} (options {options}; {bytes} bytes "
+                "in {duration:.3f} s)",
+                client=client,
+                file=protocol.name,
+                outcome=outcome.kind.value,
+                detail=detail,
+                options=protocol.options,
+                bytes=sent,
+                duration=duration,
+            )
         self._remove(protocol)
         self.events.publish(
-            TransferFinished(protocol.peer[0], protocol.name, outcome.kind.value, sent, duration)
+            TransferFinished(client, protocol.name, outcome.kind.value, sent, duration)
         )
 
     def _remove(self, protocol: TransferProtocol) -> None:
-        if self.transfers.get(protocol.key) is protocol:
-            del self.transfers[protocol.key]
-            self._forget_client(protocol.peer[0])
+        key = protocol.key
+        address = protocol.peer[0]
+        if self.transfers.get(key) is protocol:
+            del self.transfers[key]
+            _decrement(self.per_client, address)
+            if self._unconfirmed.get(key) is protocol:
+                del self._unconfirmed[key]
+                _decrement(self._unconfirmed_of, address)
+            else:
+                _decrement(self._confirmed_of, address)
         port = protocol.port
         protocol.port = None
         if port is not None:
@@ -583,10 +536,22 @@ class TFTPServer(DatagramProtocol):
                 self._closing.append(stopped)
                 stopped.addBoth(lambda _: self._closing.remove(stopped))
 
-    def _forget_client(self, client: str) -> None:
-        self.per_client[client] -= 1
-        if self.per_client[client] <= 0:
-            del self.per_client[client]
+    def log_summary(self) -> None:
+        """
+        Log one line of what was only counted since the last call, if anything was.
+        """
+        try:
+            summary = self.digest.flush(self.clock.seconds())
+            if summary is not None:
+                log.warn(
+                    "{summary}",
+                    summary=summary.text(),
+                    counts=dict(summary.counts),
+                    addresses=summary.addresses,
+                )
+        except Exception:
+            # Called from a timer that would stop for good on an exception.
+            log.failure("TFTP summary failed")
 
     def stop_all(self) -> Deferred[Any]:
         """
@@ -600,6 +565,12 @@ class TFTPServer(DatagramProtocol):
         if not self._closing:
             return succeed(None)
         return DeferredList(list(self._closing), consumeErrors=True)
+
+
+def _decrement(counts: Counter[str], address: str) -> None:
+    counts[address] -= 1
+    if counts[address] <= 0:
+        del counts[address]
 
 
 def _send_once(local: str, client: Address, datagram: bytes) -> None:

@@ -1,6 +1,7 @@
 """
 The TFTP server as a service: binds its request port before twistd drops privileges,
-and on stop ends every transfer and waits until their ports are closed.
+logs a summary of what it turned away every few seconds while it runs, and on stop ends
+every transfer and waits until their ports are closed.
 """
 
 from __future__ import annotations
@@ -12,19 +13,21 @@ from typing import Any
 from attrs import frozen
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorFDSet
+from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
 from pxepilot.health import ComponentHealth, IHealthCheck
 from pxepilot.listening import ListeningService
+from pxepilot.tftp.admission import SUMMARY_SECONDS
 from pxepilot.tftp.server import TFTPServer
 from pxepilot.udp import AddressedPort
 
 
 class TFTPService(ListeningService):
     """
-    Runs a L{TFTPServer} on C{port} of C{interface} (C{""}: every IPv4 address). On
-    stop, every transfer ends (its client told) and the service waits until their ports
-    are closed.
+    Runs a L{TFTPServer} on C{port} of C{interface} (C{""}: every IPv4 address), and
+    its summary line on the server's clock. On stop, every transfer ends (its client
+    told) and the service waits until their ports are closed.
     """
 
     kind = "TFTP"
@@ -36,15 +39,30 @@ class TFTPService(ListeningService):
         self.server = server
         self.port_number = port
         self.interface = interface
+        self._summary: LoopingCall | None = None
 
     def _listen(self) -> AddressedPort:
         port = AddressedPort(self.port_number, self.server, self.interface, reactor=self._reactor)
         port.startListening()
         return port
 
+    def startService(self) -> None:
+        super().startService()
+        summary = LoopingCall(self.server.log_summary)
+        summary.clock = self.server.clock
+        # Nothing to sum up yet: the first line is due one interval from now.
+        summary.start(SUMMARY_SECONDS, now=False)
+        self._summary = summary
+
     def stopService(self) -> Deferred[Any]:
         stopped = super().stopService()
-        return DeferredList([self.server.stop_all(), stopped], consumeErrors=True)
+        summary, self._summary = self._summary, None
+        if summary is not None and summary.running:
+            summary.stop()
+        ended = self.server.stop_all()
+        # What was turned away since the last summary is not lost with the process.
+        self.server.log_summary()
+        return DeferredList([ended, stopped], consumeErrors=True)
 
 
 @implementer(IHealthCheck)

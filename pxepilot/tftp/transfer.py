@@ -45,7 +45,8 @@ class OutcomeKind(enum.Enum):
     ABORTED = "aborted"  # the client sent an ERROR
     TIMED_OUT = "timed-out"
     TOO_LONG = "too-long"
-    EVICTED = "evicted"  # made room for another client, before it was ever acknowledged
+    TOO_SLOW = "too-slow"  # acknowledged, but far slower than any real client
+    EVICTED = "evicted"  # made room for another client: never acknowledged, or very slow
     SHUTDOWN = "shutdown"
     FAILED = "failed"
 
@@ -68,6 +69,9 @@ class RetransmitPolicy:
     @ivar unconfirmed_retries: The same, for a transfer never acknowledged at all: a
         spoofed request must not turn the server into an amplifier.
     @ivar max_duration: Longest a transfer may take, in seconds.
+    @ivar min_rate: Bytes a second an acknowledged transfer must progress, on average
+        over each C{rate_window}, or it ends as too slow.
+    @ivar rate_window: Seconds over which C{min_rate} is measured.
     """
 
     timeout: float = 1.0
@@ -75,6 +79,13 @@ class RetransmitPolicy:
     retries: int = 6
     unconfirmed_retries: int = 3
     max_duration: float = 3600.0
+    # A client holding a transfer open with tiny blocks and rare ACKs (blksize 8, one
+    # ACK in 5 s is 1.6 B/s) keeps a place for an hour. 32 B/s over a minute is four
+    # blocks of 512: a real client that slow loses four datagrams in a row for every
+    # block, and is a backoff away from timing out anyway; one in lock-step over a
+    # 100 ms round trip does 5 KB/s.
+    min_rate: float = 32.0
+    rate_window: float = 60.0
 
 
 class ReadTransfer:
@@ -94,6 +105,7 @@ class ReadTransfer:
         clock: IReactorTime,
         policy: RetransmitPolicy,
         finished: Callable[[Outcome], None],
+        on_confirmed: Callable[[], None] | None = None,
     ) -> None:
         self._reader = reader
         self._negotiated = negotiated
@@ -104,6 +116,7 @@ class ReadTransfer:
         self._seconds = clock.seconds
         self._policy = policy
         self._finished = finished
+        self._on_confirmed = on_confirmed
         size = reader.size
         # The last block: short, or empty when the size is a multiple of the block size.
         self._last: int | None = None if size is None else size // self._blksize + 1
@@ -118,6 +131,10 @@ class ReadTransfer:
         self._timer: IDelayedCall | None = None
         self._sent_at = 0.0
         self.started = clock.seconds()
+        # Progress is measured over windows of time: bytes acknowledged at the start
+        # of the current one, and when it started.
+        self._rate_since = self.started
+        self._rate_bytes = 0
         self.confirmed = False
         self.state = TransferState.NEGOTIATING
         self.ack: Callable[[int], None] = self._ack_ignored
@@ -145,7 +162,7 @@ class ReadTransfer:
 
     def _ack_negotiating(self, block: int) -> None:
         if block == 0:
-            self.confirmed = True
+            self._confirm()
             self._enter_sending()
 
     def _ack_sending(self, block: int) -> None:
@@ -157,7 +174,8 @@ class ReadTransfer:
             return
         acked += delta
         self._acked = acked
-        self.confirmed = True
+        if not self.confirmed:
+            self._confirm()
         if acked == self._last:
             self._end(Outcome(OutcomeKind.COMPLETE))
             return
@@ -171,6 +189,11 @@ class ReadTransfer:
         # A window ACKed in part means blocks were lost: go on right after the
         # highest block received in order (RFC 7440 section 4).
         self._send_from(acked + 1)
+
+    def _confirm(self) -> None:
+        self.confirmed = True
+        if self._on_confirmed is not None:
+            self._on_confirmed()
 
     def client_error(self, code: int, message: str) -> None:
         """
@@ -293,6 +316,13 @@ class ReadTransfer:
         if now - self.started >= self._policy.max_duration:
             self.stop(OutcomeKind.TOO_LONG, "transfer took too long")
             return
+        if self.confirmed and now - self._rate_since >= self._policy.rate_window:
+            sent = self.bytes_acknowledged
+            if sent - self._rate_bytes < self._policy.min_rate * (now - self._rate_since):
+                self.stop(OutcomeKind.TOO_SLOW, "transfer too slow")
+                return
+            self._rate_since = now
+            self._rate_bytes = sent
         due = self._sent_at + self._timeout
         if now < due:
             self._timer = self._clock.callLater(due - now, self._timer_fired)

@@ -1,0 +1,184 @@
+"""
+The sockets of TFTP transfers: one UDP socket per transfer, on a free port of the
+address its request was sent to, all polled together as one reader of the reactor.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from collections.abc import Callable
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorFDSet,
+    IReadDescriptor,
+    IUDPTransport,
+)
+from twisted.internet.protocol import DatagramProtocol
+from zope.interface import implementer
+
+from pxepilot.logs import logger
+
+log = logger(__name__)
+
+Address = tuple[str, int]
+
+
+@implementer(IReadDescriptor, IListeningPort, IUDPTransport)
+class TransferSocket:
+    """
+    A transfer's UDP socket, on a free port of one local address.
+
+    Leaner than Twisted's UDP port, because it sits on the per-block path: L{sendTo}
+    skips the address checks of C{write} (the peer was checked once, when the request
+    came in), a full send buffer counts as a lost datagram that the retransmission timer
+    recovers, and each read event takes one datagram (the reactor polls again if more
+    are waiting).
+    """
+
+    def __init__(
+        self, readers: IReactorFDSet | TransferPoller, protocol: DatagramProtocol, interface: str
+    ) -> None:
+        # Where to register for reading: the reactor, or a TransferPoller.
+        self._reactor = readers
+        self.protocol = protocol
+        self.interface = interface
+        family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_DGRAM)
+        self.socket.setblocking(False)
+        self._fileno = self.socket.fileno()
+        self._listening = False
+
+    def startListening(self) -> None:
+        try:
+            self.socket.bind((self.interface, 0))
+        except OSError:
+            self.socket.close()
+            raise
+        self._listening = True
+        self.protocol.makeConnection(self)
+        self._reactor.addReader(self)
+
+    def fileno(self) -> int:
+        return self._fileno
+
+    def logPrefix(self) -> str:
+        return "TFTP transfer"
+
+    def doRead(self) -> None:
+        try:
+            datagram, address = self.socket.recvfrom(2048)
+        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
+            return
+        self.protocol.datagramReceived(datagram, address[:2])
+
+    def sendTo(self, datagram: bytes, address: Address) -> None:
+        try:
+            self.socket.sendto(datagram, address)
+        except InterruptedError:
+            self.socket.sendto(datagram, address)
+        except (BlockingIOError, ConnectionRefusedError):
+            pass
+
+    def write(self, datagram: bytes, addr: Address | None = None) -> None:
+        assert addr is not None, "a transfer socket is not connected"
+        self.sendTo(datagram, addr)
+
+    def connect(self, host: str, port: int) -> None:
+        # Never connected: a connected socket could not answer strangers with ERROR 5.
+        raise RuntimeError("a transfer socket is not connected")
+
+    def setBroadcastAllowed(self, enabled: bool) -> None:
+        raise RuntimeError("a transfer socket does not broadcast")
+
+    def getBroadcastAllowed(self) -> bool:
+        return False
+
+    def getHost(self) -> IPv4Address | IPv6Address:
+        host, port = self.socket.getsockname()[:2]
+        kind = IPv6Address if self.socket.family == socket.AF_INET6 else IPv4Address
+        return kind("UDP", host, port)
+
+    def stopListening(self) -> Deferred[None]:
+        if self._listening:
+            self._listening = False
+            self._reactor.removeReader(self)
+            self.protocol.doStop()
+            self.socket.close()
+        return succeed(None)
+
+    def connectionLost(self, reason: object) -> None:
+        self.stopListening()
+
+
+PortOpener = Callable[[DatagramProtocol, str], IListeningPort]
+
+
+@implementer(IReadDescriptor)
+class TransferPoller:
+    """
+    The sockets of all running transfers, polled together (Linux epoll) as one reader
+    of the reactor: a reactor event then serves every transfer with a datagram waiting,
+    instead of one reactor dispatch for each datagram. Sockets register with it as they
+    would with the reactor, through L{addReader} and L{removeReader}.
+    """
+
+    def __init__(self, reactor: IReactorFDSet) -> None:
+        self._reactor = reactor
+        self._epoll = select.epoll()
+        self._readers: dict[int, IReadDescriptor] = {}
+
+    def fileno(self) -> int:
+        return self._epoll.fileno()
+
+    def logPrefix(self) -> str:
+        return "TFTP transfers"
+
+    def addReader(self, reader: IReadDescriptor) -> None:
+        fd = reader.fileno()
+        self._epoll.register(fd, select.EPOLLIN)
+        self._readers[fd] = reader
+        if len(self._readers) == 1:
+            self._reactor.addReader(self)
+
+    def removeReader(self, reader: IReadDescriptor) -> None:
+        fd = reader.fileno()
+        if self._readers.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
+            if not self._readers:
+                self._reactor.removeReader(self)
+
+    def doRead(self) -> None:
+        readers = self._readers
+        for fd, _events in self._epoll.poll(0, 256):
+            reader = readers.get(fd)
+            if reader is None:
+                continue
+            try:
+                reader.doRead()
+            except Exception:
+                # One transfer's trouble must not stop the others from being served.
+                log.failure("TFTP transfer socket failed")
+
+    def connectionLost(self, reason: object) -> None:
+        for reader in list(self._readers.values()):
+            self.removeReader(reader)
+
+
+def reactor_port_opener(reactor: IReactorFDSet) -> PortOpener:
+    """
+    Opens transfer sockets on C{reactor}, polled together where the system has epoll.
+    """
+    registry: IReactorFDSet | TransferPoller = (
+        TransferPoller(reactor) if hasattr(select, "epoll") else reactor
+    )
+
+    def open_port(protocol: DatagramProtocol, interface: str) -> IListeningPort:
+        port = TransferSocket(registry, protocol, interface)
+        port.startListening()
+        return port
+
+    return open_port
