@@ -4,7 +4,10 @@ C{pxe-pilot}: the operator's command line, working against a running pxe-pilot.
     pxe-pilot hosts                  every known host and its state
     pxe-pilot status MAC             one host's state and timeline
     pxe-pilot reinstall MAC          re-arm an installed host
-    pxe-pilot check [ANSWERS_DIR]    lint answer files for an installer version (offline)
+    pxe-pilot check [ANSWERS_DIR]    lint answer files for an installer version (offline);
+                                     --json for CI
+    pxe-pilot simulate --mac MAC     which answer a machine would get, and whether its
+                                     installer accepts it (--answers DIR: offline)
     pxe-pilot tls                    the HTTPS certificate's fingerprint and the lines that
                                      pin it; --rotate for a new one (offline)
 
@@ -19,7 +22,6 @@ import json
 import os
 import sys
 import time
-import tomllib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,14 +35,18 @@ from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
 
 from pxepilot._version import __version__
-from pxepilot.answers.check import check_answer
-from pxepilot.answers.files import DEFAULT_NAME, AnswersUnavailable, DirectoryAnswerFiles
-from pxepilot.answers.lines import key_lines
-from pxepilot.answers.lint import Finding, errors, lint_range
-from pxepilot.answers.versions import NEWEST, InstallerVersion, VersionRange
-from pxepilot.boot.health import AssetsHealth
+from pxepilot.answers.versions import NEWEST, InstallerVersion
+from pxepilot.check_command import check, check_json, check_pinning
 from pxepilot.hosts.page import age
 from pxepilot.macs import MacAddress, MacAddressError, describe
+from pxepilot.simulate_command import (
+    SimulationUnavailable,
+    offline,
+    request_for,
+    server_path,
+    show,
+)
+from pxepilot.simulate_command import add_parser as add_simulate_parser
 from pxepilot.tls import (
     PinnedPolicy,
     TLSSetupError,
@@ -50,8 +56,6 @@ from pxepilot.tls import (
 )
 from pxepilot.tls_command import (
     DEFAULT_TLS_PORT,
-    TLSCommandError,
-    certificate_report,
     tls,
 )
 
@@ -148,6 +152,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="the certificate pxe-pilot is given instead (env PXE_PILOT_TLS_CERT)",
     )
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help="print the findings as JSON, per file (for CI); the exit status is the same",
+    )
+    add_simulate_parser(commands)
     tls = commands.add_parser(
         "tls",
         help="the HTTPS certificate's fingerprint and the DHCP, DNS and builder lines "
@@ -204,9 +214,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             version = InstallerVersion.parse(arguments.installer_version)
         except ValueError as e:
             parser().error(f"--installer-version: {e}")
+        if arguments.json:
+            raise SystemExit(check_json(arguments, version, sys.stdout))
         answers = check(Path(arguments.answers), version, arguments.product, sys.stdout)
         pinning = check_pinning(arguments.assets, arguments.state, arguments.tls_cert, sys.stdout)
         raise SystemExit(answers or pinning)
+    if arguments.command == "simulate":
+        try:
+            body, accept = request_for(arguments)
+        except ValueError as e:
+            parser().error(str(e))
+        react(lambda reactor: ensureDeferred(_simulate(reactor, arguments, body, accept)))
     if arguments.command == "tls":
         raise SystemExit(tls(arguments, datetime.now(UTC), sys.stdout))
     if "mac" in arguments:
@@ -223,6 +241,28 @@ async def _run(reactor: Any, arguments: argparse.Namespace, out: TextIO) -> None
     except CommandError as e:
         print(f"pxe-pilot: error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+async def _simulate(
+    reactor: Any, arguments: argparse.Namespace, body: bytes, accept: str | None
+) -> None:
+    # Not being able to say (exit 2) is not the same answer as "it would not be
+    # served" (exit 1): a CI job must not mistake an unreachable server for a verdict.
+    try:
+        if arguments.answers is not None:
+            report = await offline(reactor, arguments, body, accept)
+        else:
+            client = Client(
+                arguments.url,
+                arguments.admin_token,
+                reactor,
+                _pin_for(arguments.cert_fingerprint),
+            )
+            report = await client.call("POST", server_path(accept), body)
+    except (CommandError, SimulationUnavailable) as e:
+        print(f"pxe-pilot: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise SystemExit(show(report, arguments.json, sys.stdout))
 
 
 async def run(reactor: Any, arguments: argparse.Namespace, out: TextIO) -> None:
@@ -275,107 +315,6 @@ async def every_host(client: Client) -> dict[str, Any]:
     return report
 
 
-def check(path: Path, version: InstallerVersion, product: str | None, out: TextIO) -> int:
-    """
-    Print every finding in an answers directory (or one file); the exit status: 1 when
-    an installer would reject a file or the files cannot be read, else 0.
-    """
-    versions = VersionRange.exactly(version)
-    if path.is_file():
-        named = [(path.name, path)]
-    else:
-        try:
-            listing = DirectoryAnswerFiles(path).listing()
-        except AnswersUnavailable as e:
-            print(f"pxe-pilot: error: {path}: {e}", file=sys.stderr)
-            return 1
-        names = ([DEFAULT_NAME] if listing.default_present else []) + [
-            f.name for f in listing.host_files
-        ]
-        named = [(name, path / name) for name in names]
-        for name in listing.unrecognised:
-            print(f"{name}: warning: the file name is not a MAC address; never served", file=out)
-    if not named:
-        print(f"pxe-pilot: error: {path}: no default.toml and no hosts/*.toml", file=sys.stderr)
-        return 1
-    rejected = warned = 0
-    for name, file in named:
-        try:
-            data = file.read_bytes()
-        except OSError as e:
-            print(f"{name}: error: cannot be read: {e.strerror}", file=out)
-            rejected += 1
-            continue
-        problem = check_answer(data)
-        findings = (
-            [Finding("error", "", problem.message, line=problem.line)]
-            if problem is not None
-            else lint_range(data, versions, product)
-        )
-        for finding in findings:
-            print(finding.describe(name), file=out)
-        if problem is None:
-            for line in plain_password_lines(name, data):
-                print(line, file=out)
-        found = len(errors(findings))
-        rejected += 1 if found else 0
-        warned += len(findings) - found
-    verdict = f"{rejected} of {len(named)} would be rejected" if rejected else "all accepted"
-    print(
-        f"{len(named)} file{'s' if len(named) != 1 else ''} checked for installer "
-        f"{versions}: {verdict}, {warned} warning{'s' if warned != 1 else ''}",
-        file=out,
-    )
-    return 1 if rejected else 0
-
-
-def plain_password_lines(name: str, data: bytes) -> list[str]:
-    """
-    A warning for a root password written in plain text: the installer accepts it, but
-    anyone who reads the file, or is served the answer, can log in as root.
-    """
-    document = tomllib.loads(data.decode("utf-8"))
-    table = document.get("global")
-    if not isinstance(table, dict):
-        return []
-    spelled = next((key for key in ("root-password", "root_password") if key in table), None)
-    if spelled is None:
-        return []
-    line = key_lines(data.decode("utf-8")).get(f"global.{spelled}")
-    where = f"{name}:{line}" if line else name
-    return [
-        f"{where}: security warning: [global.{spelled}] is the root password in plain text "
-        "(the installer accepts it, and so can anyone who reads the file or is served the "
-        "answer); write root-password-hashed instead, made with: openssl passwd -6 "
-        "(or: mkpasswd -m sha-512)"
-    ]
-
-
-def check_pinning(assets: Path, state: Path, tls_cert: Path | None, out: TextIO) -> int:
-    """
-    Print every asset whose installers pin another certificate than pxe-pilot's (they
-    could not fetch an answer over HTTPS); the exit status: 1 if any does. Nothing is
-    compared without an assets directory or a certificate.
-    """
-    if not assets.is_dir():
-        return 0
-    try:
-        served = certificate_report(tls_cert, state, assets)["fingerprint"]
-    except (TLSCommandError, TLSSetupError):
-        return 0
-    mismatched = (
-        AssetsHealth(assets, served).check().details.get("pinned_to_another_certificate", [])
-    )
-    for version in mismatched:
-        print(
-            f"{assets / version}: error: its installers pin another certificate than "
-            f"pxe-pilot's ({served}): they cannot fetch an answer over HTTPS; rebuild it "
-            "with pxe-pilot-builder (it pins the running server by itself)",
-            file=out,
-        )
-    return 1 if mismatched else 0
-
-
 class Client:
     """
     Calls a pxe-pilot's JSON routes.
@@ -395,11 +334,13 @@ class Client:
             else None
         )
 
-    async def call(self, method: str, path: str) -> dict[str, Any]:
+    async def call(self, method: str, path: str, body: bytes | None = None) -> dict[str, Any]:
         url = self._base + path
         # The header says the request is no browser's form (a state change asks for it
         # of Basic credentials; it costs bearer requests nothing).
         headers = Headers({b"accept": [b"application/json"], b"x-pxe-pilot-request": [b"1"]})
+        if body is not None:
+            headers.setRawHeaders(b"content-type", [b"application/json"])
         if self._token:
             headers.setRawHeaders(b"authorization", [f"Bearer {self._token}".encode()])
         try:
@@ -407,6 +348,7 @@ class Client:
                 method,
                 url,
                 headers=headers,
+                data=body,
                 timeout=TIMEOUT,
                 reactor=self._reactor,
                 agent=self._agent,

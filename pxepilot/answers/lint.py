@@ -7,6 +7,11 @@ and the machine stops in a debug shell in the data centre. This module mirrors t
 rules per installer version, in pure Python, and says for each finding the file's line,
 the key, and what to write instead: it walks the schema (L{pxepilot.answers.schema}),
 then checks the rules across keys (L{pxepilot.answers.rules}).
+
+An error is something the installer of that version refuses, and nothing else; what it
+accepts but pxe-pilot would rather mention is a warning that says "the installer accepts
+this", and what only the machine's network decides one that says "depends on the
+network".
 """
 
 from __future__ import annotations
@@ -21,8 +26,17 @@ from attrs import frozen
 from pxepilot.answers.check import ParsedAnswer
 from pxepilot.answers.lines import key_lines
 from pxepilot.answers.rules import apply_rules
-from pxepilot.answers.schema import SCHEMA, Context, Key, Problem, type_problem
-from pxepilot.answers.versions import Gates, InstallerVersion, VersionRange, label
+from pxepilot.answers.schema import SCHEMA, Key
+from pxepilot.answers.values import Context, Note, Problem, type_problem
+from pxepilot.answers.versions import (
+    Gates,
+    InstallerVersion,
+    VersionRange,
+    label,
+    previous,
+    release_points,
+    span_text,
+)
 
 Severity = Literal["error", "warning"]
 
@@ -104,7 +118,6 @@ class _Checker:
             self.spelled[where] = written
             spellings = key.spellings(version)
             if not spellings:
-                # Worded alike for every version, so that a range's ends agree on it.
                 self.add(
                     "error",
                     where,
@@ -146,7 +159,9 @@ class _Checker:
                     problem = problem, f"write {value.lower()!r}"
             if problem is None and key.check is not None:
                 problem = key.check(value, self.context)
-            if problem is not None:
+            if isinstance(problem, Note):
+                self.add("warning", where, problem.message, problem.fix, written)
+            elif problem is not None:
                 message, fix = problem if isinstance(problem, tuple) else (problem, "")
                 self.add("error", where, message, fix, written)
                 continue
@@ -226,54 +241,79 @@ def lint(
     return lint_document(parsed.document, parsed.text, Context(version, product))
 
 
+# Every release at which what the installer accepts changed: a range is checked once
+# for each stretch between two of them.
+CHANGES = tuple(sorted(set(Gates.all()) | SCHEMA.changes()))
+
+
 def lint_range(
     answer: bytes | ParsedAnswer, versions: VersionRange, product: str | None = None
 ) -> list[Finding]:
     """
-    The findings for every installer in C{versions}: an error at both ends is an error;
-    one that only some of them would have is a warning saying which.
+    The findings for every installer in C{versions}, checked at each release inside the
+    range where what the installer accepts changed: a problem every one of them rejects
+    is an error; one only some reject is a warning saying which, unless each of them
+    rejects the file for some reason, when those are errors.
 
-    @param answer: The file's bytes, parsed once for both ends; or the file already
+    @param answer: The file's bytes, parsed once for every release; or the file already
         parsed (which is not parsed again).
     """
     parsed = _parse(answer)
     if isinstance(parsed, Finding):
         return [parsed]
     lines = key_lines(parsed.text)
-    low = _findings(parsed.document, lines, Context(versions.low, product))
-    if versions.high == versions.low:
-        return low
-    high = _findings(parsed.document, lines, Context(versions.high, product))
-    # The same problem at both ends may come with a different fix (each end spells the
-    # key it suggests its own way); the low end's works at both, as snake_case is
-    # accepted from 8.2 to 9.x.
-    only_high = list(high)
-    both: list[Finding] = []
-    only_low: list[Finding] = []
-    for finding in low:
-        same = next((f for f in only_high if _problem(f) == _problem(finding)), None)
-        if same is None:
-            only_low.append(finding)
-        else:
-            only_high.remove(same)
-            both.append(finding)
-    merged = list(both)
-    for finding, end in [(f, versions.low) for f in only_low] + [
-        (f, versions.high) for f in only_high
-    ]:
-        if finding.severity == "error":
+    points = release_points(versions, CHANGES)
+    checked = [_findings(parsed.document, lines, Context(p, product)) for p in points]
+    if len(checked) == 1:
+        return checked[0]
+    # An error is the same problem at two releases when it is about the same key on the
+    # same line, however each words it; the oldest release's wording and fix are kept
+    # (snake_case spellings, which it suggests, work in all of 8.2 to 9.x).
+    rejecting: dict[tuple[str, int | None], tuple[Finding, list[int]]] = {}
+    merged: list[Finding] = []
+    for index, findings in enumerate(checked):
+        for finding in findings:
+            if finding.severity == "error":
+                where = rejecting.setdefault((finding.key, finding.line), (finding, []))[1]
+                if not where or where[-1] != index:
+                    where.append(index)
+            elif all(_problem(f) != _problem(finding) for f in merged):
+                merged.append(finding)
+    common = [f for f, where in rejecting.values() if len(where) == len(points)]
+    everywhere = all(errors(findings) for findings in checked)
+    severity: Severity = "error" if everywhere and not common else "warning"
+    merged += common
+    for finding, where in rejecting.values():
+        if len(where) == len(points):
+            continue
+        for low, high in _stretches(where, points, versions.high):
             merged.append(
                 Finding(
-                    "warning",
+                    severity,
                     finding.key,
-                    f"installer {label(end)} would reject it: {finding.message}",
+                    f"installer {span_text(low, high)} would reject it: {finding.message}",
                     finding.fix,
                     finding.line,
                 )
             )
-        elif all(_problem(f) != _problem(finding) for f in merged):
-            merged.append(finding)
     return sorted(merged, key=lambda f: (f.line or 0, f.severity != "error", f.key))
+
+
+def _stretches(
+    where: list[int], points: list[InstallerVersion], high: InstallerVersion
+) -> list[tuple[InstallerVersion, InstallerVersion]]:
+    """
+    The installers the releases C{points[i]} for i in C{where} stand for, joined into
+    stretches: each runs to the last installer before the next release checked.
+    """
+    found: list[tuple[InstallerVersion, InstallerVersion]] = []
+    for index in where:
+        end = previous(points[index + 1]) if index + 1 < len(points) else high
+        if found and found[-1][1] == previous(points[index]):
+            found[-1] = (found[-1][0], end)
+        else:
+            found.append((points[index], end))
+    return found
 
 
 def _problem(finding: Finding) -> tuple[str, str, str, int | None]:

@@ -1,28 +1,29 @@
 """
 The answer format as data: every key the Proxmox installer reads, its type, the
-installer that first accepts it (and its kebab-case spelling), and the checks on its
-value.
+installer that first accepts it (and its kebab-case and snake_case spellings), and the
+checks on its value (L{pxepilot.answers.values}).
 
 The installer parses answers strictly: every table denies unknown fields, so a key
 this schema does not know is an error. Which keys a document must hold, and how keys
 go together, are the rules (L{pxepilot.answers.rules}).
+
+What each key is comes from the installer's source, release by release: the answer
+structs of C{proxmox-auto-installer/src/answer.rs} up to 9.1.7 (types of
+C{proxmox-installer-common/src/options.rs} and C{utils.rs}), from 9.2.0 those of
+C{proxmox-installer-types/src/answer.rs} (C{proxmox/proxmox-rs}), built with its
+C{legacy} feature, which keeps the snake_case aliases. The comments below record, for
+each table and key, its Rust type, its serde attributes (rename, alias, default) and the
+release that introduced or changed it.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from collections.abc import Callable
-from typing import Any
-
 from attrs import field, frozen
 
-from pxepilot.answers.locales import COUNTRIES, KEYBOARDS, TIMEZONES
+from pxepilot.answers import values
+from pxepilot.answers.locales import KEYBOARDS
+from pxepilot.answers.values import Check, every
 from pxepilot.answers.versions import OLDEST, Gates, InstallerVersion, V
-
-# What is wrong with a value; or what is wrong and what to write instead.
-Problem = str | tuple[str, str] | None
-Check = Callable[[Any, "Context"], Problem]
 
 
 @frozen
@@ -32,13 +33,15 @@ class Key:
 
     @ivar name: Its kebab-case name.
     @ivar kind: The TOML type: string, bool, int, number, strings (an array of
-        strings), table (free-form, such as udev filters) or section (a table of
-        known keys).
+        strings), table (free-form, such as udev filters), section (a table of known
+        keys) or any.
     @ivar since: The first installer that accepts it.
     @ivar kebab_from: The first installer that accepts the kebab-case spelling; before
         it, only snake_case (8.2 and 8.3 spelled multi-word keys with underscores).
-    @ivar snake: Whether the snake_case spelling is accepted (from C{since} on;
+    @ivar snake: Whether the snake_case spelling is accepted (from C{snake_from} on;
         deprecated once kebab-case is accepted).
+    @ivar snake_from: The first installer with the snake_case spelling, when later than
+        C{since} (an alias added to a key born in kebab-case).
     @ivar values: The allowed values of a string.
     @ivar check: Further rules on the value; returns what is wrong.
     @ivar keys: The keys of a section.
@@ -49,6 +52,7 @@ class Key:
     since: InstallerVersion = OLDEST
     kebab_from: InstallerVersion | None = None
     snake: bool = False
+    snake_from: InstallerVersion | None = None
     values: frozenset[str] | None = None
     check: Check | None = None
     keys: tuple[Key, ...] = field(default=())
@@ -69,7 +73,7 @@ class Key:
         found: dict[str, str] = {}
         if kebab:
             found[self.name] = "canonical"
-        if self.snake:
+        if self.snake and version >= (self.snake_from or self.since):
             found[self.snake_name] = "deprecated" if kebab else "canonical"
         return found
 
@@ -79,223 +83,75 @@ class Key:
                 return key
         return None
 
-
-@frozen
-class Context:
-    """
-    What value checks need besides the value.
-    """
-
-    version: InstallerVersion
-    product: str | None = None
-
-
-def _regex(pattern: str, what: str) -> Check:
-    compiled = re.compile(pattern)
-
-    def check(value: Any, context: Context) -> str | None:
-        return None if compiled.fullmatch(value) else f"{value!r} is not {what}"
-
-    return check
-
-
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-
-
-def fqdn_problem(name: str) -> str | None:
-    """
-    What makes C{name} unacceptable as the installer's FQDN, if anything.
-    """
-    labels = name.split(".")
-    if len(labels) < 2:
-        return f"{name!r} is not a fully qualified domain name (such as pve01.example.com)"
-    if len(name) > 253:
-        return f"{name!r} is longer than 253 characters"
-    for label in labels:
-        if not _LABEL.fullmatch(label):
-            return (
-                f"{name!r} has an invalid label {label!r}: 1 to 63 letters, digits and "
-                "hyphens, not starting or ending with a hyphen"
-            )
-    if labels[0].isdigit():
-        return f"{name!r}: the host name {labels[0]!r} may not be all digits"
-    return None
-
-
-def _fqdn(value: Any, context: Context) -> str | None:
-    if isinstance(value, str):
-        return fqdn_problem(value)
-    if isinstance(value, dict):
-        if context.version < Gates.FQDN_TABLE:
-            return (
-                f"a table as fqdn needs installer {Gates.FQDN_TABLE} or later; "
-                "write the name as a string"
-            )
-        unknown = sorted(set(value) - {"source", "domain"})
-        if unknown:
-            return f"unknown key {unknown[0]!r} in fqdn; only source and domain"
-        if value.get("source") != "from-dhcp":
-            return 'fqdn.source must be "from-dhcp"'
-        domain = value.get("domain")
-        if domain not in (None, "") and (
-            not isinstance(domain, str) or fqdn_problem(f"host.{domain}")
-        ):
-            return f"fqdn.domain {domain!r} is not a domain name"
-        return None
-    return f"must be a string or a table, not {type_name(value)}"
-
-
-# The HTML5 e-mail address pattern, which the installer uses.
-_EMAIL = re.compile(
-    r"[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
-    r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*"
-)
-
-
-def _email(value: Any, context: Context) -> str | None:
-    if not _EMAIL.fullmatch(value):
-        return f"{value!r} is not an e-mail address"
-    if value == "mail@example.invalid":
-        return "mail@example.invalid is the installer's placeholder; give a real address"
-    return None
-
-
-def _country(value: Any, context: Context) -> Problem:
-    if value in COUNTRIES:
-        return None
-    if value.lower() in COUNTRIES:
-        return (
-            f"{value!r} is not an ISO 3166-1 alpha-2 country code (lower case)",
-            f"write {value.lower()!r}",
-        )
-    return f"{value!r} is not an ISO 3166-1 alpha-2 country code"
-
-
-def _timezone(value: Any, context: Context) -> str | None:
-    if value in TIMEZONES:
-        return None
-    return f"{value!r} is not a time zone of tzdata's zone.tab (such as Europe/Vienna) or UTC"
-
-
-def _password(value: Any, context: Context) -> str | None:
-    if context.version >= Gates.PASSWORD_LENGTH and len(value) < 8:
-        return "the root password needs at least 8 characters"
-    return None
-
-
-def _hashed(value: Any, context: Context) -> str | None:
-    if not re.fullmatch(r"\$[0-9a-z]+\$\S+", value):
-        return "is not a crypt(3) hash such as $6$... or $y$... (mkpasswd makes one)"
-    return None
-
-
-def _globs(value: Any, context: Context) -> str | None:
-    for name, glob in value.items():
-        if not isinstance(glob, str):
-            return f"filter.{name} must be a string (a glob), not {type_name(glob)}"
-    return None
-
-
-def _ssh_key(value: Any, context: Context) -> str | None:
-    for key in value:
-        if len(key.split()) < 2:
-            return f"{key[:40]!r} is not an OpenSSH public key line"
-    return None
-
-
-def _address(value: Any, context: Context) -> str | None:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return f"{value!r} is not an IP address"
-    return None
-
-
-def _cidr(value: Any, context: Context) -> Problem:
-    try:
-        ipaddress.ip_interface(value)
-    except ValueError:
-        return f"{value!r} is not an address with its prefix length, such as 192.0.2.10/24"
-    if "/" not in value:
-        return f"{value!r} needs its prefix length", f"such as {value + '/24'!r}"
-    return None
-
-
-def _between(low: int, high: int) -> Check:
-    def check(value: Any, context: Context) -> str | None:
-        return None if low <= value <= high else f"{value} is outside {low} to {high}"
-
-    return check
-
-
-def _at_least(low: float) -> Check:
-    def check(value: Any, context: Context) -> str | None:
-        return None if value >= low else f"{value} is below {low:g}"
-
-    return check
-
-
-def pinning_name(value: Any, context: Context) -> str | None:
-    if not re.fullmatch(r"[a-z][a-z0-9_]{1,20}([:.]\d+)?", value, re.IGNORECASE):
-        return f"{value!r} is not an interface name (a letter, then 1 to 20 letters, digits or _)"
-    if not 2 <= len(value) <= 15:
-        return f"{value!r}: interface names are 2 to 15 characters"
-    return None
-
-
-_RAID_ZFS = ("raid0", "raid1", "raid10", "raidz-1", "raidz-2", "raidz-3")
-_RAID_BTRFS = ("raid0", "raid1", "raid10")
-
-
-def _raid(levels: tuple[str, ...]) -> Check:
-    def check(value: Any, context: Context) -> Problem:
-        if value in levels:
-            return None
-        if value.lower() in levels:
-            if context.version >= Gates.UPPER_CASE_RAID:
-                return None
-            return (
-                f"upper-case {value!r} needs installer {Gates.UPPER_CASE_RAID}",
-                f"write {value.lower()!r}",
-            )
-        return f"{value!r} is not one of {', '.join(levels)}"
-
-    return check
+    def changes(self) -> set[InstallerVersion]:
+        """
+        The releases at which this key, or one of its keys, came or was spelled anew.
+        """
+        found = {v for v in (self.since, self.kebab_from, self.snake_from) if v is not None}
+        for key in self.keys:
+            found |= key.changes()
+        return found
 
 
 def _words(*words: str) -> frozenset[str]:
     return frozenset(words)
 
 
+def _snake(
+    name: str,
+    kind: str,
+    since: InstallerVersion = OLDEST,
+    check: Check | None = None,
+    allowed: frozenset[str] | None = None,
+) -> Key:
+    """
+    A multi-word key of 8.2: snake_case only up to 8.3.x; from 8.4.0 rename_all
+    "kebab-case" with the snake_case name as a serde alias.
+    """
+    return Key(name, kind, since, Gates.KEBAB_CASE, snake=True, values=allowed, check=check)
+
+
+_FILTER = Key("filter", "table", check=values.globs)
+
 SCHEMA = Key(
     "",
     "section",
     keys=(
+        # Answer (9.2 AutoInstallerConfig): rename_all "kebab-case", deny_unknown_fields;
+        # global, network and disk-setup have no default, so are required.
         Key(
             "global",
             "section",
+            # Global: no rename_all up to 8.3.x (the Rust names, snake_case), rename_all
+            # "kebab-case" with aliases from 8.4.0 (commit e126ee8).
             keys=(
+                # KeyboardLayout, rename_all "kebab-case" (8.2.4; a String before, checked
+                # against the ISO's keyboard list, which holds the same names).
                 Key("keyboard", "string", values=KEYBOARDS),
-                Key("country", "string", check=_country),
-                Key("fqdn", "any", check=_fqdn),
-                Key("mailto", "string", check=_email),
-                Key("timezone", "string", check=_timezone),
-                Key(
-                    "root-password",
-                    "string",
-                    kebab_from=Gates.KEBAB_CASE,
-                    snake=True,
-                    check=_password,
-                ),
-                Key(
+                # String, in the ISO's country list (utils.rs verify_locale_settings).
+                Key("country", "string", check=values.country),
+                # Fqdn (a string) up to 8.4.2; from 8.4.3 FqdnConfig, untagged: a string
+                # or {source = "from-dhcp" (the default), domain}.
+                Key("fqdn", "any", check=values.fqdn),
+                # String; email_validate from 8.2.7.
+                Key("mailto", "string", check=values.email),
+                # String, in zone.tab or "UTC" (UTC from 8.2.2).
+                Key("timezone", "string", check=values.timezone),
+                # String, required, up to 8.2.6; Option<String> from 8.2.7 (exactly one
+                # of it and its hashed form); at least 8 bytes from 8.4.0. 9.2 keeps
+                # its alias root_password without the legacy feature.
+                _snake("root-password", "string", check=values.password),
+                # Option<String>, 8.2.7 (commit 2ee718a); stored by chpasswd -e as given.
+                _snake(
                     "root-password-hashed",
                     "string",
-                    since=Gates.HASHED_PASSWORD,
-                    kebab_from=Gates.KEBAB_CASE,
-                    snake=True,
-                    check=_hashed,
+                    since=V("8.2.7"),
+                    check=values.hashed,
                 ),
-                Key("reboot-on-error", "bool", kebab_from=Gates.KEBAB_CASE, snake=True),
+                # bool, serde default false.
+                _snake("reboot-on-error", "bool"),
+                # RebootMode (reboot, power-off; default reboot), 8.4.3 (commit
+                # 386c7f8), born kebab-case with the alias reboot_mode.
                 Key(
                     "reboot-mode",
                     "string",
@@ -303,38 +159,42 @@ SCHEMA = Key(
                     snake=True,
                     values=_words("reboot", "power-off"),
                 ),
-                Key(
-                    "root-ssh-keys",
-                    "strings",
-                    since=V("8.2.2"),
-                    kebab_from=Gates.KEBAB_CASE,
-                    snake=True,
-                    check=_ssh_key,
-                ),
+                # Vec<String>, serde default; 8.2.2 moved it here from [system].
+                _snake("root-ssh-keys", "strings", check=values.ssh_keys),
+                # Option<String>, 9.2.0 (proxmox-installer-types), alias
+                # subscription_key; staged as given, checked only when activated.
                 Key(
                     "subscription-key",
                     "string",
-                    since=V("9.2"),
+                    since=Gates.TYPES_CRATE,
                     snake=True,
-                    check=_regex(
-                        r"(?:pve[0-9]+|pbs|pmg)[cbsp]-[0-9a-f]{10}", "a subscription key"
-                    ),
+                    check=values.subscription_key,
                 ),
             ),
         ),
         Key(
             "network",
             "section",
+            # NetworkInAnswer up to 9.1 (source with serde default from-dhcp; the
+            # others Options, checked in its TryFrom); from 9.2 NetworkConfig, tagged by
+            # a required source: FromDhcp (only interface-name-pinning) or FromAnswer.
             keys=(
                 Key("source", "string", values=_words("from-dhcp", "from-answer")),
-                Key("cidr", "string", check=_cidr),
-                Key("dns", "string", check=_address),
-                Key("gateway", "string", check=_address),
-                Key("filter", "table", check=_globs),
+                # CidrAddress (address/prefix) up to 9.1; Cidr (prefix optional) 9.2.
+                Key("cidr", "string", check=values.cidr),
+                # std::net::IpAddr: no IPv6 zone index.
+                Key("dns", "string", check=values.address),
+                Key("gateway", "string", check=values.address),
+                # Option<BTreeMap<String, String>> up to 9.0.3 (an empty table is set);
+                # BTreeMap with serde default from 9.0.4 (an empty table is unset).
+                _FILTER,
+                # Option<NetworkInterfacePinningOptionsAnswer>, 9.1.0 (commit bb621a8),
+                # kebab-case only; enabled: bool (required), mapping: HashMap<String,
+                # String> (serde default), checked in the rules.
                 Key(
                     "interface-name-pinning",
                     "section",
-                    since=V("9.1"),
+                    since=Gates.PINNING,
                     keys=(Key("enabled", "bool"), Key("mapping", "table")),
                 ),
             ),
@@ -342,54 +202,62 @@ SCHEMA = Key(
         Key(
             "disk-setup",
             "section",
+            # DiskSetup (9.2 the same name); the selection and options are checked in
+            # its TryFrom (9.2: disk_selection, filesystem_details).
             keys=(
+                # Filesystem, rename_all "lowercase".
                 Key("filesystem", "string", values=_words("ext4", "xfs", "zfs", "btrfs")),
-                Key("disk-list", "strings", kebab_from=Gates.KEBAB_CASE, snake=True),
-                Key("filter", "table", check=_globs),
-                Key(
-                    "filter-match",
-                    "string",
-                    kebab_from=Gates.KEBAB_CASE,
-                    snake=True,
-                    values=_words("any", "all"),
-                ),
+                # Vec<String>, serde default (an empty list is unset).
+                _snake("disk-list", "strings"),
+                _FILTER,
+                # FilterMatch, rename_all "lowercase".
+                _snake("filter-match", "string", allowed=_words("any", "all")),
                 Key(
                     "zfs",
                     "section",
                     keys=(
-                        Key("raid", "string", check=_raid(_RAID_ZFS)),
-                        Key("ashift", "int", check=_between(9, 16)),
-                        Key(
-                            "arc-max",
-                            "int",
-                            kebab_from=Gates.KEBAB_CASE,
-                            snake=True,
-                            check=_at_least(64),
-                        ),
+                        # ZfsRaidLevel; its spellings changed at 8.2.7 and 8.3.3.
+                        Key("raid", "string", check=values.ZFS_RAID),
+                        # ashift, arc-max (MiB), copies: Option<usize> up to 9.1 (64
+                        # bits), Option<u32> from 9.2.
+                        Key("ashift", "int", check=every(values.unsigned, values.ashift)),
+                        _snake("arc-max", "int", check=every(values.unsigned, values.arc_max)),
+                        # ZfsChecksumOption, rename_all "kebab-case".
                         Key("checksum", "string", values=_words("on", "fletcher4", "sha256")),
+                        # ZfsCompressOption, rename_all "lowercase".
                         Key(
                             "compress",
                             "string",
                             values=_words("on", "off", "lzjb", "lz4", "zle", "gzip", "zstd"),
                         ),
-                        Key("copies", "int", check=_between(1, 3)),
-                        Key("hdsize", "number", check=_at_least(0)),
+                        Key("copies", "int", check=every(values.unsigned, values.copies)),
+                        # f64, in GiB; a negative one fails partitioning.
+                        Key("hdsize", "number", check=values.at_least(0)),
                     ),
                 ),
+                # LvmOptions: f64 each, in GiB. Install.pm makes volumes of these sizes;
+                # a negative one fails there, but for maxvz, which only drops the data
+                # volume.
                 Key(
                     "lvm",
                     "section",
-                    keys=tuple(
-                        Key(name, "number", check=_at_least(0))
-                        for name in ("hdsize", "swapsize", "maxroot", "maxvz", "minfree")
+                    keys=(
+                        Key("hdsize", "number", check=values.at_least(0)),
+                        Key("swapsize", "number", check=values.at_least(0)),
+                        Key("maxroot", "number", check=values.at_least(0)),
+                        Key("maxvz", "number", check=values.maxvz),
+                        Key("minfree", "number", check=values.at_least(0)),
                     ),
                 ),
                 Key(
                     "btrfs",
                     "section",
                     keys=(
-                        Key("raid", "string", check=_raid(_RAID_BTRFS)),
-                        Key("hdsize", "number", check=_at_least(0)),
+                        # BtrfsRaidLevel; upper case from 8.3.3.
+                        Key("raid", "string", check=values.BTRFS_RAID),
+                        Key("hdsize", "number", check=values.at_least(0)),
+                        # BtrfsCompressOption, rename_all "lowercase", 8.2.7 (commit
+                        # bc85017).
                         Key(
                             "compress",
                             "string",
@@ -400,35 +268,49 @@ SCHEMA = Key(
                 ),
             ),
         ),
+        # PostNotificationHookInfo, 8.2.7 (commits 5d82b25, b53619b): no rename_all up
+        # to 8.3.x, rename_all "kebab-case" with aliases from 8.4.0.
         Key(
             "post-installation-webhook",
             "section",
             since=V("8.2.7"),
             keys=(
-                Key("url", "string", check=_regex(r"https?://\S+", "an http:// or https:// URL")),
-                Key("cert-fingerprint", "string", kebab_from=Gates.KEBAB_CASE, snake=True),
-                Key("auth-token", "string", since=V("9.2"), snake=True),
+                Key("url", "string", check=values.url),
+                _snake("cert-fingerprint", "string"),
+                # Option<String>, 9.2.0, alias auth_token.
+                Key("auth-token", "string", since=Gates.TYPES_CRATE, snake=True),
             ),
         ),
+        # FirstBootHookInfo, 8.3.0 (commit 6526662): rename_all "kebab-case" from the
+        # start; the alias cert_fingerprint came with 8.4.0.
         Key(
             "first-boot",
             "section",
-            since=V("8.3"),
+            since=Gates.FIRST_BOOT,
             keys=(
+                # FirstBootHookSourceMode, required.
                 Key("source", "string", values=_words("from-iso", "from-url")),
+                # FirstBootHookServiceOrdering, serde default fully-up.
                 Key(
                     "ordering",
                     "string",
                     values=_words("before-network", "network-online", "fully-up"),
                 ),
-                Key("url", "string", check=_regex(r"https?://\S+", "an http:// or https:// URL")),
-                Key("cert-fingerprint", "string"),
+                Key("url", "string", check=values.url),
+                Key(
+                    "cert-fingerprint",
+                    "string",
+                    since=Gates.FIRST_BOOT,
+                    snake=True,
+                    snake_from=Gates.KEBAB_CASE,
+                ),
             ),
         ),
     ),
 )
 
-# Minimum disks per RAID level (checked for disk-list).
+# Minimum disks per RAID level: installer-common get_min_disks (checked for a disk
+# list when the file is read from 9.0.5; by the low-level installer before).
 MIN_DISKS = {
     "raid0": 1,
     "raid1": 2,
@@ -437,44 +319,3 @@ MIN_DISKS = {
     "raidz-2": 4,
     "raidz-3": 5,
 }
-
-
-def type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return "a date or time"
-
-
-def type_problem(kind: str, value: Any) -> str | None:
-    ok = {
-        "string": isinstance(value, str),
-        "bool": isinstance(value, bool),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "number": isinstance(value, int | float) and not isinstance(value, bool),
-        "strings": isinstance(value, list) and all(isinstance(v, str) for v in value),
-        "table": isinstance(value, dict),
-        "section": isinstance(value, dict),
-        "any": True,
-    }[kind]
-    if ok:
-        return None
-    wanted = {
-        "string": "a string",
-        "bool": "true or false",
-        "int": "an integer",
-        "number": "a number",
-        "strings": "an array of strings",
-        "table": "a table",
-        "section": "a table",
-    }[kind]
-    return f"must be {wanted}, not {type_name(value)}"

@@ -82,32 +82,128 @@ def label(version: InstallerVersion) -> str:
 class Gates:
     """
     Every release at which the installer changed what it accepts or what it sends, in
-    order; each is the first installer with the change.
+    order; each is the first installer with the change. Each is read off the
+    installer's source (C{proxmox/pve-installer}, the release's C{bump version} commit;
+    from 9.2 also C{proxmox-installer-types} of C{proxmox/proxmox-rs}); the schema
+    (L{pxepilot.answers.schema}) says which key or rule each one changed.
+
+    Installers 8.2.0 and 8.2.1 were never on an ISO (Proxmox VE 8.2-1 carries 8.2.2 or
+    later); what 8.2.2 changed (C{global.password} renamed C{root_password}, C{[system]}
+    folded into C{[global]}, C{UTC} as a time zone) is dated 8.2 here.
 
     @cvar HASHED_PASSWORD: C{root-password-hashed} is accepted (and suggested when no
-        password is given).
+        password is given); the checks that exactly one password is given and that
+        C{mailto} is an e-mail address come with it (C{MAILTO}).
+    @cvar RAIDZ_UPPER_ONLY: C{RAIDZ-1} to C{RAIDZ-3} are read upper-case only, their
+        lower-case spelling is refused (a regression of 8.2.7 to 8.3.2).
     @cvar REQUEST_SCHEMA: Requests carry C{$schema}; 8.2's do not.
     @cvar WEBHOOK: C{[post-installation-webhook]} is accepted. The schema dates the table
         from 8.2.7, the installer first shipped on 8.3 ISOs; no 8.2 ISO (8.2.2 to 8.2.6)
         has it, and a request without C{$schema} is judged 8.2 to 8.2.x.
-    @cvar UPPER_CASE_RAID: Upper-case RAID levels (C{RAID1}) are accepted.
+    @cvar FIRST_BOOT: C{[first-boot]} is accepted.
+    @cvar UPPER_CASE_RAID: Both all-lower and all-upper RAID levels (C{raid1},
+        C{RAID1}) are accepted.
+    @cvar BTRFS_PRODUCT: Btrfs is refused for products whose ISO does not offer it.
     @cvar KEBAB_CASE: Multi-word keys are spelled in kebab-case; their snake_case
         spelling, the only one before, is deprecated.
-    @cvar PASSWORD_LENGTH: The root password needs at least 8 characters.
-    @cvar FQDN_TABLE: C{fqdn} may be a table (C{source = "from-dhcp"}).
+    @cvar PASSWORD_LENGTH: The root password needs at least 8 bytes.
+    @cvar FQDN_TABLE: C{fqdn} may be a table (C{source = "from-dhcp"}), and
+        C{reboot-mode} is accepted.
+    @cvar EMPTY_SELECTOR: An empty C{filter} table counts as unset.
+    @cvar DISK_CHECKS: The answer's disk list is checked when the file is read:
+        duplicates, swap size; and an IPv4 C{cidr} may not be its network's or
+        broadcast address (until C{SUBNET_ADDRESS_DROPPED}).
+    @cvar SUBNET_ADDRESS_DROPPED: The network and broadcast address check is gone again.
+    @cvar PINNING: C{[network.interface-name-pinning]} is accepted.
+    @cvar PINNING_LETTER: Pinned names have 2 or more characters and start with a letter.
+    @cvar PINNING_LOWER: Pinned names are lower case.
+    @cvar PINNING_IFACE: Pinned names follow the C{pve-iface} pattern, in any case.
+    @cvar PINNING_MAC_CASE: Pinned MAC addresses are lower-cased when read.
     @cvar NETWORK_SOURCE: C{[network]} needs a C{source}; before, DHCP was assumed.
     @cvar JSON_REQUEST: Requests send upper-case MAC addresses and accept JSON.
+    @cvar TYPES_CRATE: The answer is read into C{proxmox-installer-types}: 32-bit
+        integers, a C{cidr} without prefix length is a host address, C{subscription-key}
+        and C{auth-token} are accepted.
+    @cvar RAID10_PARSE: An odd number of listed disks for RAID10 is refused when the file
+        is read (release notes of 9.2.6).
     """
 
     HASHED_PASSWORD = V("8.2.7")
+    MAILTO = V("8.2.7")
+    RAIDZ_UPPER_ONLY = V("8.2.7")
     REQUEST_SCHEMA = V("8.3")
     WEBHOOK = V("8.3")
+    FIRST_BOOT = V("8.3")
     UPPER_CASE_RAID = V("8.3.3")
+    BTRFS_PRODUCT = V("8.3.5")
     KEBAB_CASE = V("8.4")
     PASSWORD_LENGTH = V("8.4")
     FQDN_TABLE = V("8.4.3")
+    EMPTY_SELECTOR = V("9.0.4")
+    DISK_CHECKS = V("9.0.5")
+    SUBNET_ADDRESS_DROPPED = V("9.0.6")
+    PINNING = V("9.1")
+    PINNING_LETTER = V("9.1.1")
+    PINNING_LOWER = V("9.1.2")
+    PINNING_IFACE = V("9.1.3")
+    PINNING_MAC_CASE = V("9.1.7")
     NETWORK_SOURCE = V("9.2")
     JSON_REQUEST = V("9.2")
+    TYPES_CRATE = V("9.2")
+    RAID10_PARSE = V("9.2.6")
+
+    @classmethod
+    def all(cls) -> tuple[InstallerVersion, ...]:
+        """
+        Every gate, oldest first.
+        """
+        found = {v for v in vars(cls).values() if isinstance(v, InstallerVersion)}
+        return tuple(sorted(found))
+
+
+# The minor releases that shipped, so that the one before a x.y.0 is known.
+SERIES = tuple(V(text) for text in ("8.2", "8.3", "8.4", "9.0", "9.1", "9.2"))
+
+
+def previous(version: InstallerVersion) -> InstallerVersion:
+    """
+    The last installer before C{version}.
+    """
+    if version.patch:
+        return InstallerVersion(version.major, version.minor, version.patch - 1)
+    earlier = [s for s in SERIES if s < version]
+    if earlier:
+        return InstallerVersion(earlier[-1].major, earlier[-1].minor, LAST_PATCH)
+    # Older than any installer with an answer file: only the order matters.
+    if version.minor:
+        return InstallerVersion(version.major, version.minor - 1, LAST_PATCH)
+    return InstallerVersion(version.major - 1, LAST_PATCH, LAST_PATCH)
+
+
+def release_points(
+    versions: VersionRange, changes: tuple[InstallerVersion, ...]
+) -> list[InstallerVersion]:
+    """
+    One installer for each stretch of C{versions} over which nothing in C{changes}
+    changes: the low end, then every change inside the range.
+    """
+    return [versions.low, *sorted({c for c in changes if versions.low < c <= versions.high})]
+
+
+def span_text(low: InstallerVersion, high: InstallerVersion) -> str:
+    """
+    A stretch of installers as a person writes it: 8.3 for 8.3.0 to 8.3.x, 9.0.5, 8.2 to
+    8.3, 9.2.6 to 9.2.x.
+    """
+    if low == high:
+        return label(low)
+    if high.patch == LAST_PATCH:
+        whole = low.patch == 0
+        if whole and (low.major, low.minor) == (high.major, high.minor):
+            return f"{low.major}.{low.minor}"
+        end = f"{high.major}.{high.minor}" if whole else f"{high.major}.{high.minor}.x"
+        return f"{low} to {end}"
+    return f"{low} to {high}"
 
 
 def _last_before(gate: InstallerVersion) -> InstallerVersion:

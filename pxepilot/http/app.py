@@ -71,6 +71,10 @@ class PxePilotRoutes:
     def hosts(self, request: IRequest) -> bytes:
         return self.operator.hosts_report(request)
 
+    @app.route("/hosts/simulate", methods=["POST"])
+    async def simulate(self, request: IRequest) -> bytes:
+        return await self.operator.simulate(request)
+
     @app.route("/hosts/<string:mac_text>", methods=["GET"])
     async def host(self, request: IRequest, mac_text: str) -> bytes:
         return await self.operator.answer_for(request, mac_text)

@@ -17,6 +17,11 @@ from pxepilot._version import __version__
 from pxepilot.answers.decision import invalid_json
 from pxepilot.answers.files import AnswersUnavailable
 from pxepilot.answers.lint import errors, lint_range
+from pxepilot.answers.request import (
+    MAX_REQUEST_BYTES,
+    BadInstallerRequest,
+    parse_installer_request,
+)
 from pxepilot.answers.service import AnswerService, Changing, Invalid, Served
 from pxepilot.answers.versions import NEWEST, InstallerVersion, VersionRange
 from pxepilot.boot.policy import inspect_sidecars
@@ -33,6 +38,7 @@ from pxepilot.logs import logger
 from pxepilot.macs import MacAddress, MacAddressError, describe
 from pxepilot.metrics import CONTENT_TYPE as METRICS_TYPE
 from pxepilot.metrics import Metrics
+from pxepilot.simulate import evaluate
 
 log = logger(__name__)
 
@@ -275,6 +281,34 @@ class OperatorRoutes:
                 [(b"retry-after", str(resolution.retry_after).encode())],
             )
         raise Refused.because(404, f"no host file for {mac} and no default.toml")
+
+    async def simulate(self, request: IRequest) -> bytes:
+        """
+        What C{POST /answer} would answer the installer system information in the body
+        (C{?accept=}: the C{Accept} header that installer sends), and why, as JSON
+        (L{pxepilot.simulate.Simulation.as_json}). A dry run: no host is recorded, no
+        event published, no answer counted.
+        """
+        self._admin_only(request)
+        assert request.content is not None
+        body = request.content.read(MAX_REQUEST_BYTES + 1)
+        try:
+            installer = parse_installer_request(body)
+        except BadInstallerRequest as e:
+            code = 413 if len(body) > MAX_REQUEST_BYTES else 400
+            raise Refused.because(code, str(e)) from None
+        try:
+            simulation = await evaluate(
+                self.answers,
+                installer,
+                query(request, b"accept", 256),
+                self.hosts.hosts,
+                self.config.install_once,
+                self.config.answer_check,
+            )
+        except AnswersUnavailable as e:
+            raise Refused.because(503, str(e)) from None
+        return json_body(request, simulation.as_json())
 
     async def host_status(self, request: IRequest, mac_text: str) -> bytes:
         """
