@@ -36,7 +36,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
-from twisted.web.server import Site
 
 from pxepilot.address import HTTPAddress
 from pxepilot.answers.files import DirectoryAnswerFiles
@@ -44,7 +43,7 @@ from pxepilot.answers.health import AnswersHealth
 from pxepilot.answers.service import AnswerService
 from pxepilot.boot.health import AssetsHealth
 from pxepilot.boot.tftp import BootFiles, tftp_base_url
-from pxepilot.config import Config
+from pxepilot.config import LISTEN_BACKLOG, Config
 from pxepilot.dhcp.service import ProxyDHCPHealth, ProxyDHCPService
 from pxepilot.events import EventBus
 from pxepilot.health import Disabled, IHealthCheck
@@ -305,11 +304,15 @@ class PxePilot:
         self.metrics.watch_proxy_dhcp(proxy.outcomes)
         return ProxyDHCPHealth(proxy)
 
-    def site(self) -> Site:
+    def site(self) -> PxePilotSite:
         """
-        A site serving L{resource} at its root, as C{twistd pxe-pilot} runs it.
+        A site serving L{resource} at its root, as C{twistd pxe-pilot} runs it, its
+        deadlines on L{reactor} and its trusted proxies exempt from the per-address
+        connection limit.
         """
-        return PxePilotSite(self.resource)
+        return PxePilotSite(
+            self.resource, trusted_proxies=self.config.trusted_proxies, reactor=self.reactor
+        )
 
 
 def make_service(config: Config, reactor: IReactorTime | None = None) -> IService:
@@ -324,10 +327,12 @@ def make_service(config: Config, reactor: IReactorTime | None = None) -> IServic
     top = MultiService()
     pilot.service.setServiceParent(top)
     site = pilot.site()
+    pilot.metrics.watch_http_connections(site.gate.counts, lambda: site.gate.open)
     http = HTTPListener(
         serverFromString(pilot.reactor, config.http_endpoint()),
         site,
         pilot.http_address.listening,
+        gate=site.gate,
     )
     http.setName("http")
     http.setServiceParent(top)
@@ -337,11 +342,13 @@ def make_service(config: Config, reactor: IReactorTime | None = None) -> IServic
                 IReactorSSL(pilot.reactor),
                 config.https_port,
                 pilot.certificate.context_factory(),
+                backlog=LISTEN_BACKLOG,
                 interface=config.interface or "",
             ),
             site,
             pilot.http_address.https_listening,
             kind="HTTPS",
+            gate=site.gate,
         )
         https.setName("https")
         https.setServiceParent(top)

@@ -46,6 +46,13 @@ def _check_port_or_off(_instance: object, attribute: attrs.Attribute[int], value
         _check_port(_instance, attribute, value)
 
 
+# The listen queue of the HTTP and HTTPS ports. Twisted's default of 50 overflows when a
+# rack's installers ask for their answers at once: the kernel drops the connection and
+# the client tries again a second later, then two, then four. The kernel caps it at
+# net.core.somaxconn (4096 on current kernels).
+LISTEN_BACKLOG = 1024
+
+
 @frozen
 class Config:
     """
@@ -139,11 +146,12 @@ class Config:
         """
         The server endpoint description the HTTP listener binds to.
         """
+        backlog = f"backlog={LISTEN_BACKLOG}"
         if self.interface is None:
-            return f"tcp:{self.port}"
+            return f"tcp:port={self.port}:{backlog}"
         family = "tcp6" if ":" in self.interface else "tcp"
         escaped = self.interface.replace(":", "\\:")
-        return f"{family}:port={self.port}:interface={escaped}"
+        return f"{family}:port={self.port}:interface={escaped}:{backlog}"
 
     @property
     def https_enabled(self) -> bool:

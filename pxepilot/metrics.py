@@ -134,7 +134,9 @@ class Metrics:
             _CountsCollector(
                 "pxepilot_tftp_transfers",
                 "TFTP transfers ended, by outcome (complete, probe, aborted, timed-out, "
-                "too-long, evicted, shutdown, failed, refused)",
+                "too-long, too-slow, evicted, shutdown, failed), and requests turned away "
+                "(refused; rate-limited: beyond the address's budget; dropped: no place "
+                "free while every new transfer was in its grace period)",
                 outcomes,
             )
         )
@@ -149,6 +151,30 @@ class Metrics:
         self.registry.register(
             _Reading(
                 GaugeMetricFamily, "pxepilot_tftp_transfers_active", "TFTP transfers now", active
+            )
+        )
+
+    def watch_http_connections(
+        self, closed: Mapping[str, int], open_now: Callable[[], int]
+    ) -> None:
+        """
+        HTTP and HTTPS connections the limits closed, by reason, and connections now.
+        """
+        self.registry.register(
+            _CountsCollector(
+                "pxepilot_http_connections_closed",
+                "HTTP connections closed or refused by a limit, by reason (per-address-limit, "
+                "descriptor-limit, evicted, head-timeout, body-timeout, write-timeout)",
+                closed,
+                label="reason",
+            )
+        )
+        self.registry.register(
+            _Reading(
+                GaugeMetricFamily,
+                "pxepilot_http_connections_open",
+                "HTTP and HTTPS connections now",
+                open_now,
             )
         )
 

@@ -310,11 +310,11 @@ def test_interfaces(dirs: Path) -> None:
     An interface is an IPv4 or IPv6 address, or all of them; the endpoint follows.
     """
     assert load_config({"interface": "all"}, {}).interface is None
-    assert load_config({}, {}).http_endpoint() == "tcp:8080"
+    assert load_config({}, {}).http_endpoint() == "tcp:port=8080:backlog=1024"
     v4 = load_config({"interface": "127.0.0.1", "port": "0"}, {})
-    assert v4.http_endpoint() == "tcp:port=0:interface=127.0.0.1"
+    assert v4.http_endpoint() == "tcp:port=0:interface=127.0.0.1:backlog=1024"
     v6 = load_config({"interface": "::1"}, {})
-    assert v6.http_endpoint() == "tcp6:port=8080:interface=\\:\\:1"
+    assert v6.http_endpoint() == "tcp6:port=8080:interface=\\:\\:1:backlog=1024"
 
 
 def test_asset_url_normalised(dirs: Path) -> None:

@@ -40,7 +40,8 @@ def test_plugin_is_discovered() -> None:
 def test_service_tree(dirs: Path) -> None:
     """
     The tree holds named HTTP and HTTPS listeners on the configured ports and address,
-    serving pxe-pilot's site, and the named pxe-pilot collection.
+    with a long listen queue, serving pxe-pilot's site, and the named pxe-pilot
+    collection.
     """
     options = Options()
     options.parseOptions(["--port", "8181", "--https-port", "8444", "--interface", "127.0.0.1"])
@@ -58,6 +59,8 @@ def test_service_tree(dirs: Path) -> None:
         8444,
         "127.0.0.1",
     )
+    # A listen queue long enough for a rack's installers at once, on both ports.
+    assert vars(http.endpoint)["_backlog"] == vars(https.endpoint)["_backlog"] == 1024
     # One site behind both: the same routes over HTTP and HTTPS.
     assert id(https.factory) == id(http.factory)
     assert isinstance(http.factory, PxePilotSite)

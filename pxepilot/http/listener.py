@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.python.failure import Failure
 
+from pxepilot.http.limits import ConnectionGate
 from pxepilot.listening import ListeningService
 
 
@@ -24,6 +25,8 @@ class HTTPListener(ListeningService):
     @param kind: C{HTTP} or C{HTTPS}, for the log line.
     @param listening: Told the port it listens on once it does, and L{None} once it
         stopped (see L{pxepilot.address.HTTPAddress.listening}).
+    @param gate: Stops and starts the port near the process's descriptor limit (the
+        site's own L{ConnectionGate}, shared by the HTTP and HTTPS listeners).
     """
 
     def __init__(
@@ -32,11 +35,13 @@ class HTTPListener(ListeningService):
         factory: IProtocolFactory,
         listening: Callable[[int | None], None] = _ignore_port,
         kind: str = "HTTP",
+        gate: ConnectionGate | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.factory = factory
         self._tell = listening
         self.kind = kind
+        self.gate = gate
 
     def _listen(self) -> IListeningPort:
         outcome: list[IListeningPort | Failure] = []
@@ -47,9 +52,14 @@ class HTTPListener(ListeningService):
         if isinstance(outcome[0], Failure):
             outcome[0].raiseException()
         port = outcome[0]
+        if self.gate is not None:
+            self.gate.watch(port)
         self._tell(getattr(port.getHost(), "port", None))
         return port
 
     def stopService(self) -> Deferred[None]:
         self._tell(None)
+        if self.gate is not None and self._port is not None:
+            # Before it stops listening: the gate must not start it reading again.
+            self.gate.unwatch(self._port)
         return super().stopService()

@@ -1,13 +1,15 @@
 """
 The one place that reaches into a Twisted TCP connection's internals, so that the
-kernel can send an asset's body (C{os.sendfile}) straight to the connection's socket.
+kernel can send an asset's body (C{os.sendfile}) straight to the connection's socket,
+and so that a client that stopped reading can be told from a slow one.
 
 Twisted has no public interface for writing to a transport's socket behind its back,
 nor for asking whether the transport still holds bytes of its own, nor for being told
 when the socket is writable again. Each private used here was checked against
 B{Twisted 26.10.0} (C{twisted.internet.tcp.Connection} and
 C{twisted.internet.abstract.FileDescriptor}), and C{tests/test_twisted_privates.py}
-fails if one disappears or changes shape:
+(for L{unsent_bytes}, C{tests/hostile/test_http_connections.py}) fails if one disappears or changes
+shape:
 
   - C{TLS}: set on a connection once C{startTLS} has wrapped it. Its socket then
     carries ciphertext, and bytes written there directly would corrupt the stream.
@@ -16,7 +18,13 @@ fails if one disappears or changes shape:
     the connection is gone, where this lets a lost connection count as not plain.)
   - C{dataBuffer} and C{_tempDataBuffer}: what the transport was given by C{write} and
     has not yet sent (the response headers, above all). A body sent by the kernel
-    before these have gone out would overtake them on the wire.
+    before these have gone out would overtake them on the wire. With C{offset} (how
+    much of C{dataBuffer} is sent already) they also say how much a client that
+    stopped reading leaves waiting (L{unsent_bytes}, for the HTTP write timeout).
+  - C{abortConnection()} takes the connection out of the reactor at once and leaves
+    closing its socket to C{connectionLost}, on the reactor's next turn, which copes
+    with a socket already closed. L{drop_now} closes it in between, so that a
+    connection refused or given up frees its descriptor before the next is accepted.
   - C{producerPaused} and C{startWriting()}: C{doWrite}, once the transport has sent
     all it holds and the socket is writable, resumes a registered push producer only
     if C{producerPaused} is set; C{startWriting} has the reactor watch the socket for
@@ -25,7 +33,12 @@ fails if one disappears or changes shape:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import socket
+import struct
+import termios
+from typing import Any
 
 from attrs import frozen
 from twisted.internet import tcp
@@ -81,3 +94,76 @@ class PlainTCPSocket:
 
 
 _INTERNALS = ("dataBuffer", "_tempDataBuffer", "producerPaused", "startWriting")
+
+
+def drop_now(transport: Any) -> None:
+    """
+    Abort C{transport}'s connection, and with a TCP connection under it (plain or
+    TLS), close its socket now, with a reset: its descriptor is free before the reactor
+    accepts the next connection.
+
+    Twisted closes an aborted connection's socket only on the reactor's next turn; in
+    between, one turn may accept hundreds of connections from its listen queue, each
+    holding a descriptor, past the process's limit.
+    """
+    transport.abortConnection()
+    connection = _tcp_under(transport)
+    sock = getattr(connection, "socket", None) if connection is not None else None
+    if not isinstance(sock, socket.socket):
+        return
+    # A reset, as Twisted's own abort sends: no FIN handshake left to wait for.
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    sock.close()
+
+
+def _tcp_under(transport: object) -> tcp.Connection | None:
+    """
+    The TCP connection C{transport} is, or wraps (TLS is a protocol whose own
+    C{transport} is the connection).
+    """
+    connection = transport
+    # TLS wraps the connection once; anything deeper is not a layout we know.
+    for _ in range(3):
+        if isinstance(connection, tcp.Connection):
+            return connection
+        connection = getattr(connection, "transport", None)
+    return None
+
+
+def unsent_bytes(transport: object) -> int | None:
+    """
+    How many bytes written to C{transport} have not yet been taken by the client: what
+    the TCP connection under it still holds, plus what waits in its socket's send queue
+    (sent but not acknowledged, or not sent for want of window).
+
+    With no new writes, the figure falls only as the client reads: how the write
+    timeout tells a slow reader from one that stopped.
+
+    Reads C{dataBuffer}, C{offset} and C{_tempDataBuffer} (see the module's docstring)
+    and asks the kernel (C{TIOCOUTQ}, Linux's C{SIOCOUTQ} for a socket).
+
+    @param transport: A TCP connection, or a wrapper over one (TLS, whose own
+        C{transport} is the connection).
+    @return: L{None} when C{transport} is no TCP connection with these internals, or the
+        kernel cannot say (not Linux): the caller must judge progress otherwise.
+    """
+    connection = _tcp_under(transport)
+    if connection is None:
+        return None
+    sock = getattr(connection, "socket", None)
+    if sock is None or not all(hasattr(connection, name) for name in _HELD):
+        return None
+    held = len(connection.dataBuffer) - connection.offset
+    held += sum(len(chunk) for chunk in connection._tempDataBuffer)
+    try:
+        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, _INT.pack(0))
+    except (OSError, ValueError):
+        return None
+    waiting: int = _INT.unpack(queued)[0]
+    return held + waiting
+
+
+_HELD = ("dataBuffer", "offset", "_tempDataBuffer")
+_INT = struct.Struct("i")
+_LINGER_RESET = struct.pack("ii", 1, 0)
