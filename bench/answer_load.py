@@ -71,14 +71,24 @@ def http_request(path: str, port: int, body: bytes) -> bytes:
 # -- the load generator, run as separate processes (--worker)
 
 
-async def exchange(port: int, request: bytes, expect: bytes) -> str | None:
+def source_address(client: int) -> str:
     """
-    One request over a new connection, read to the end of the body; None if it was a
-    200 holding C{expect}, else what went wrong.
+    The loopback address client number C{client} connects from: each its own, as each
+    installer in a rack has its own, so pxe-pilot's per-address connection limit sees
+    200 machines, not one.
+    """
+    return f"127.0.{1 + client // 250}.{1 + client % 250}"
+
+
+async def exchange(port: int, request: bytes, expect: bytes, source: str) -> str | None:
+    """
+    One request over a new connection from C{source}, read to the end of the body; None
+    if it was a 200 holding C{expect}, else what went wrong.
     """
     loop = asyncio.get_running_loop()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setblocking(False)
+        sock.bind((source, 0))
         await loop.sock_connect(sock, ("127.0.0.1", port))
         await loop.sock_sendall(sock, request)
         data = b""
@@ -105,12 +115,19 @@ async def exchange(port: int, request: bytes, expect: bytes) -> str | None:
 
 
 async def client(
-    port: int, request: bytes, expect: bytes, deadline: float, results: dict[str, Any]
+    port: int,
+    request: bytes,
+    expect: bytes,
+    source: str,
+    deadline: float,
+    results: dict[str, Any],
 ) -> None:
     while time.monotonic() < deadline:
         start = time.monotonic()
         try:
-            problem = await asyncio.wait_for(exchange(port, request, expect), REQUEST_TIMEOUT)
+            problem = await asyncio.wait_for(
+                exchange(port, request, expect, source), REQUEST_TIMEOUT
+            )
         except TimeoutError:
             problem = "timeout"
         except OSError as e:
@@ -131,8 +148,15 @@ async def load(spec: dict[str, Any]) -> dict[str, Any]:
     expect = base64.b64decode(spec["expect"])
     await asyncio.gather(
         *(
-            client(spec["port"], base64.b64decode(request), expect, deadline, results)
-            for request in spec["requests"]
+            client(
+                spec["port"],
+                base64.b64decode(request),
+                expect,
+                source_address(spec["first_client"] + index),
+                deadline,
+                results,
+            )
+            for index, request in enumerate(spec["requests"])
         )
     )
     results["cpu"] = time.process_time() - cpu
@@ -265,6 +289,7 @@ class Load:
             spec = {
                 "port": self.port,
                 "requests": self.requests[index :: self.processes],
+                "first_client": index * len(self.requests),
                 "expect": self.expect,
                 "start": start,
                 "seconds": seconds,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -261,6 +262,28 @@ def lint_range(
     parsed = _parse(answer)
     if isinstance(parsed, Finding):
         return [parsed]
+    key = (parsed.text, versions, product)
+    known = _recent.get(key)
+    if known is None:
+        known = tuple(_lint_parsed(parsed, versions, product))
+        _recent[key] = known
+        if len(_recent) > _RECENT_CHECKS:
+            _recent.popitem(last=False)
+    else:
+        _recent.move_to_end(key)
+    return list(known)
+
+
+# The findings depend only on the file's text, the versions and the product, and a wide
+# range is checked at a score of releases, milliseconds of the reactor's time: a rack of
+# installers asking for one default.toml pays for it once, not once each.
+_RECENT_CHECKS = 64
+_recent: OrderedDict[tuple[str, VersionRange, str | None], tuple[Finding, ...]] = OrderedDict()
+
+
+def _lint_parsed(
+    parsed: ParsedAnswer, versions: VersionRange, product: str | None
+) -> list[Finding]:
     lines = key_lines(parsed.text)
     points = release_points(versions, CHANGES)
     checked = [_findings(parsed.document, lines, Context(p, product)) for p in points]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections import OrderedDict
 from typing import Any
 
 import pytest
@@ -1441,3 +1442,33 @@ def test_finding_lines(drawn: tuple[InstallerVersion, dict[str, Any]]) -> None:
                 finding,
                 line,
             )
+
+
+def test_a_file_is_checked_once_per_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A rack of installers asking for one file costs one check per version range: the
+    same text, range and product give the same findings without checking again; a
+    change to any of them is checked afresh.
+    """
+    import pxepilot.answers.lint as lint_module
+
+    checked: list[VersionRange] = []
+    real = lint_module._lint_parsed
+
+    def counting(parsed: Any, versions: VersionRange, product: str | None) -> list[Finding]:
+        checked.append(versions)
+        return real(parsed, versions, product)
+
+    monkeypatch.setattr(lint_module, "_lint_parsed", counting)
+    monkeypatch.setattr(lint_module, "_recent", OrderedDict())
+    wide = VersionRange(InstallerVersion(8, 4), InstallerVersion(9, 1))
+    text = b'[global]\nkeyboard = "en-us"\n'
+    first = lint_range(text, wide)
+    assert lint_range(text, wide) == first
+    assert lint_range(text, wide, "pve") is not None
+    assert lint_range(text + b"# changed\n", wide) is not None
+    assert len(checked) == 3
+    # What a caller does to its list does not change what the next caller gets.
+    first.clear()
+    assert lint_range(text, wide) != []
+    assert len(checked) == 3
