@@ -20,6 +20,7 @@ from pxepilot.answers.request import (
 )
 from pxepilot.macs import MacAddress
 from tests.conftest import fixture_bytes
+from tests.mac_counting import counted_comparisons, counted_parses
 
 R650 = (
     MacAddress.parse("b0:7b:25:c1:0a:10"),
@@ -121,38 +122,6 @@ def test_oversized_body() -> None:
     """
     with pytest.raises(BadInstallerRequest, match="larger than 1048576 bytes"):
         parse_installer_request(b" " * (1 << 20) + b"{}")
-
-
-def counted_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """
-    Every MAC address parsed from now on; parsing more than L{MAX_INTERFACES} fails the
-    test at once, rather than after the minutes a quadratic reader would take.
-    """
-    parse = MacAddress.parse
-    parsed: list[str] = []
-
-    def counting(text: str) -> MacAddress:
-        parsed.append(text)
-        assert len(parsed) <= MAX_INTERFACES, "more MAC addresses parsed than a body may hold"
-        return parse(text)
-
-    monkeypatch.setattr(MacAddress, "parse", counting)
-    return parsed
-
-
-def counted_comparisons(monkeypatch: pytest.MonkeyPatch) -> list[None]:
-    """
-    One entry per comparison of two MAC addresses from now on.
-    """
-    equal = MacAddress.__eq__
-    compared: list[None] = []
-
-    def counting(self: MacAddress, other: object) -> bool:
-        compared.append(None)
-        return equal(self, other)
-
-    monkeypatch.setattr(MacAddress, "__eq__", counting)
-    return compared
 
 
 def compact(**document: object) -> bytes:

@@ -7,28 +7,17 @@ records no host, and the next real installer is served as before.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from twisted.logger import LogEvent, formatEvent
 
 from pxepilot.answers.request import MAX_INTERFACES
-from tests.conftest import AnswersDir, fixture_bytes
-from tests.test_boot_routes import publish
+from tests.conftest import fixture_bytes
 from tests.test_http import Client
 
 WEBHOOK = "http://pxe.test/webhook"
 # The most distinct MACs that fit the 1 MiB a body may have.
 MANY = 45_000
-
-
-@pytest.fixture
-def client(answers_dir: AnswersDir, tmp_path: Path) -> Client:
-    assets = tmp_path / "assets"
-    assets.mkdir()
-    publish(assets, "9.1-1")
-    answers_dir.write("default.toml")
-    return Client(answers_dir, assets)
 
 
 def interfaces(count: int, key: str) -> bytes:

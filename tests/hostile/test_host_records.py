@@ -5,7 +5,6 @@ page shows a bounded number, and the pxe-pilot command still lists every host.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,20 +14,10 @@ from pxepilot.cli import CommandError, every_host
 from pxepilot.hosts.model import EventKind
 from pxepilot.http.operator import MOST_HOSTS_PAGE
 from pxepilot.macs import MacAddress
-from tests.conftest import AnswersDir, result_of
-from tests.test_boot_routes import publish
+from tests.conftest import result_of
 from tests.test_http import Client
 
 HOSTS = "http://pxe.test/hosts"
-
-
-@pytest.fixture
-def client(answers_dir: AnswersDir, tmp_path: Path) -> Client:
-    assets = tmp_path / "assets"
-    assets.mkdir()
-    publish(assets, "9.1-1")
-    answers_dir.write("default.toml")
-    return Client(answers_dir, assets)
 
 
 def seen(client: Client, count: int) -> list[str]:

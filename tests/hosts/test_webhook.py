@@ -25,6 +25,7 @@ from pxepilot.hosts.webhook import (
 )
 from pxepilot.macs import MacAddress
 from tests.conftest import fixture_bytes
+from tests.mac_counting import counted_comparisons, counted_parses
 
 MANAGEMENT = MacAddress.parse("b0:7b:25:c1:0a:10")
 OTHER = MacAddress.parse("b0:7b:25:c1:0a:11")
@@ -368,38 +369,6 @@ def test_a_big_server_report_fits_with_room_to_spare() -> None:
     report = parse_webhook(data)
     assert (len(report.macs), len(report.installation.disks)) == (64, 48)
     assert report.installation.address == "192.0.2.21/24"
-
-
-def counted_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """
-    Every MAC address parsed from now on; parsing more than L{MAX_INTERFACES} fails the
-    test at once, rather than after the minutes a quadratic reader would take.
-    """
-    parse = MacAddress.parse
-    parsed: list[str] = []
-
-    def counting(text: str) -> MacAddress:
-        parsed.append(text)
-        assert len(parsed) <= MAX_INTERFACES, "more MAC addresses parsed than a body may hold"
-        return parse(text)
-
-    monkeypatch.setattr(MacAddress, "parse", counting)
-    return parsed
-
-
-def counted_comparisons(monkeypatch: pytest.MonkeyPatch) -> list[None]:
-    """
-    One entry per comparison of two MAC addresses from now on.
-    """
-    equal = MacAddress.__eq__
-    compared: list[None] = []
-
-    def counting(self: MacAddress, other: object) -> bool:
-        compared.append(None)
-        return equal(self, other)
-
-    monkeypatch.setattr(MacAddress, "__eq__", counting)
-    return compared
 
 
 def test_more_nics_than_a_machine_has_are_refused_before_any_is_read(
