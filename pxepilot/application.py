@@ -131,6 +131,10 @@ class PxePilot:
     @ivar run_blocking: Runs the state database's blocking calls: a worker thread of
         the reactor by default; L{pxepilot.hosts.ledger.run_here} runs them in place
         (tests, tools).
+    @ivar listeners: Whether machines reach it through the listeners L{make_service}
+        adds, on the configured ports: the answer URLs built into the assets are then
+        checked against those ports. An application serving L{resource} from a site of
+        its own leaves it false.
     @ivar resource: The HTTP resource tree; mount it at the root of a site or under any
         prefix of another one.
     @ivar service: The services that run beside HTTP (the host ledger, named
@@ -151,6 +155,7 @@ class PxePilot:
     reactor: IReactorTime = field(factory=_global_reactor)
     http_address: HTTPAddress = field(default=Factory(_address_of, takes_self=True))
     run_blocking: RunBlocking = field(default=Factory(_state_thread, takes_self=True))
+    listeners: bool = field(default=False, kw_only=True)
     answers: AnswerService = field(init=False)
     resource: IResource = field(init=False)
     service: MultiService = field(init=False)
@@ -191,6 +196,8 @@ class PxePilot:
             AssetsHealth(
                 config.assets_dir,
                 None if self.http_address.tls_elsewhere() else self.fingerprint,
+                address=self.http_address if self.listeners else None,
+                proxied=bool(config.trusted_proxies),
             ),
             HostsHealth(self.ledger),
             self._tftp() if config.boot_enabled else Disabled("tftp"),
@@ -323,7 +330,10 @@ def make_service(config: Config, reactor: IReactorTime | None = None) -> IServic
 
     @raise pxepilot.tls.TLSSetupError: when the HTTPS certificate cannot be used.
     """
-    pilot = PxePilot(config) if reactor is None else PxePilot(config, reactor)
+    if reactor is None:
+        pilot = PxePilot(config, listeners=True)
+    else:
+        pilot = PxePilot(config, reactor, listeners=True)
     top = MultiService()
     pilot.service.setServiceParent(top)
     site = pilot.site()

@@ -19,6 +19,8 @@ from attrs import field, frozen
 from hyperlink import DecodedURL
 from twisted.logger import LogLevel
 
+from pxepilot.boot.catalogue import unknown_product
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -676,4 +678,9 @@ def load_config(options: Mapping[str, object], environ: Mapping[str, str]) -> Co
         if not path.is_dir():
             problem = "is not a directory" if path.exists() else "does not exist"
             raise ConfigError(f"{sources[option]}: {path} {problem}")
+    # A default that names nothing would quietly boot every machine from its disk.
+    if config.menu_default not in ("auto", "local", "shell"):
+        unknown = unknown_product(config.menu_default, config.assets_dir)
+        if unknown is not None:
+            raise ConfigError(f"{sources['menu-default']}: {unknown}")
     return config

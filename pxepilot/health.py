@@ -24,11 +24,20 @@ class ComponentHealth:
 
     @ivar status: C{ok}; C{degraded} (working, but something needs the operator);
         C{unavailable} (not working: the service is unhealthy); C{disabled}.
-    @ivar details: What the operator needs to know, JSON-ready.
+    @ivar details: What the operator needs to know, JSON-ready. When the component is
+        not C{ok}, C{details["reasons"]} may list what needs the operator, one sentence
+        each, naming what it is about (see L{reasons}).
     """
 
     status: Status
     details: Mapping[str, Any] = field(factory=dict)
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """
+        What needs the operator, one sentence each, for a person (the status page).
+        """
+        return tuple(str(reason) for reason in self.details.get("reasons", ()))
 
 
 class IHealthCheck(Interface):

@@ -4,17 +4,19 @@ C{twistd pxe-pilot}: command-line options and the service they describe.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
 from pxepilot._version import __version__
 from pxepilot.application import make_service
 from pxepilot.config import SETTINGS, Config, ConfigError, Setting, load_config
 from pxepilot.hosts.store import StoreError
+from pxepilot.listening import ListenFailed
 from pxepilot.logs import set_log_level
 from pxepilot.tls import TLSSetupError
 
@@ -83,6 +85,59 @@ for _setting in SETTINGS:
         _flag_handlers(_setting)
 
 
+class StartUpFailed(SystemExit, Exception):
+    """
+    Start-up ends with one line and a non-zero exit, as a configuration error does.
+
+    A L{SystemExit}, so that twistd prints the line rather than a traceback; an
+    L{Exception} too, so that a daemonising twistd passes it on to the process that
+    started it (it reports only those), instead of an empty error.
+    """
+
+
+# The option behind each listener, for a port that cannot be bound.
+_LISTENER_OPTIONS = {
+    "HTTP": "port",
+    "HTTPS": "https-port",
+    "TFTP": "tftp-port",
+    "proxyDHCP": "proxy-dhcp",
+}
+
+
+class _StartUp(MultiService):
+    """
+    The service tree twistd runs: a port that cannot be bound stops start-up with one
+    line naming the option, the address and the cause.
+    """
+
+    def __init__(self, options: Any, environ: Any) -> None:
+        super().__init__()
+        self._options = options
+        self._environ = environ
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except ListenFailed as e:
+            raise StartUpFailed(f"pxe-pilot: error: {self._describe(e)}") from None
+
+    def _describe(self, failure: ListenFailed) -> str:
+        if failure.errno == errno.EADDRNOTAVAIL and failure.interface:
+            option = "interface"
+        else:
+            option = _LISTENER_OPTIONS.get(failure.kind, "")
+        setting = next((s for s in SETTINGS if s.option == option), None)
+        if setting is None:
+            return str(failure)
+        if setting.flag:
+            named = f"--{option}"
+        elif self._options.get(option) is None and self._environ.get(setting.env, "").strip():
+            named = f"{setting.env}={self._environ[setting.env].strip()}"
+        else:
+            named = f"--{option} {failure.interface if option == 'interface' else failure.port}"
+        return f"{named}: {failure.why()}"
+
+
 def makeService(options: Any) -> IService:
     """
     The service tree for C{twistd pxe-pilot}.
@@ -90,7 +145,7 @@ def makeService(options: Any) -> IService:
     config: Config = options.config
     set_log_level(config.log_level)
     try:
-        return make_service(config)
+        tree = make_service(config)
     except StoreError as e:
         raise SystemExit(f"pxe-pilot: error: --state: {e}") from None
     except TLSSetupError as e:
@@ -98,3 +153,8 @@ def makeService(options: Any) -> IService:
     except ValueError as e:
         # The webhook secret in the state directory is damaged.
         raise SystemExit(f"pxe-pilot: error: --state: {e}") from None
+    top = _StartUp(options, os.environ)
+    # Each part keeps its place and its name (http, https, pxe-pilot) under the new top.
+    for part in list(cast(MultiService, tree)):
+        part.setServiceParent(top)
+    return top

@@ -97,7 +97,12 @@ async def test_embedded_in_a_running_application(config: Config) -> None:
         assert await response.content() == marker("b0-7b-25-c1-0a-10.toml")
         response = await treq.get(f"{base}/health", persistent=False)
         health: dict[str, Any] = json.loads(await response.content())
-        assert (response.code, health["status"]) == (200, "ok")
+        # Healthy but for the assets directory, which is empty here.
+        assert (response.code, health["status"]) == (200, "degraded")
+        assert health["assets"]["reasons"] == ["no boot assets: run pxe-pilot-builder"]
+        assert {
+            n for n, c in health.items() if isinstance(c, dict) and c["status"] == "degraded"
+        } == {"assets"}
     finally:
         await maybeDeferred(port.stopListening)
         stopped = application.stopService()

@@ -326,7 +326,8 @@ def test_health(client: Client, answers_dir: AnswersDir, assets: Path) -> None:
     answers_dir.host(R650_SECOND_NIC)
     code, health = client.json("GET", "http://x/health")
     assert code == 200
-    assert health["status"] == "ok"
+    # Degraded by the empty assets directory alone.
+    assert health["status"] == "degraded"
     assert health["version"]
     assert health["answers"] == {
         "status": "ok",
@@ -338,10 +339,11 @@ def test_health(client: Client, answers_dir: AnswersDir, assets: Path) -> None:
         "conflicting_macs": [],
     }
     assert health["assets"] == {
-        "status": "ok",
+        "status": "degraded",
         "directory": "readable",
         "versions": [],
         "invalid_versions": [],
+        "reasons": ["no boot assets: run pxe-pilot-builder"],
     }
     assert health["tftp"] == {"status": "disabled"}
     assert health["hosts"] == {"status": "ok", "hosts": 0}

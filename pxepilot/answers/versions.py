@@ -221,6 +221,21 @@ def _last_before(gate: InstallerVersion) -> InstallerVersion:
 _RELEASE_OFFSET = {"pve": 0, "pbs": 5}
 
 
+def installer_of_release(product: str | None, release: str | None) -> InstallerVersion | None:
+    """
+    The installer the ISO of C{product}'s C{release} carries (C{9.1-1} of C{pve}:
+    9.1); L{None} when that product's releases do not say, or the release is unreadable.
+    """
+    offset = _RELEASE_OFFSET.get(product or "")
+    if offset is None or release is None:
+        return None
+    try:
+        version = V(release)
+    except ValueError:
+        return None
+    return InstallerVersion(version.major + offset, version.minor)
+
+
 def installer_versions(installer: InstallerRequest, accept: str | None = None) -> VersionRange:
     """
     The installer versions a request may come from: its shape (8.2 sends no
@@ -233,13 +248,9 @@ def installer_versions(installer: InstallerRequest, accept: str | None = None) -
         shape = VersionRange(Gates.JSON_REQUEST, NEWEST)
     else:
         shape = VersionRange(Gates.REQUEST_SCHEMA, _last_before(Gates.JSON_REQUEST))
-    offset = _RELEASE_OFFSET.get(installer.product or "")
-    if offset is None or installer.release is None:
+    carried = installer_of_release(installer.product, installer.release)
+    if carried is None:
         return shape
-    try:
-        release = V(installer.release)
-    except ValueError:
-        return shape
-    claimed = VersionRange.exactly(InstallerVersion(release.major + offset, release.minor))
+    claimed = VersionRange.exactly(carried)
     low, high = max(shape.low, claimed.low), min(shape.high, claimed.high)
     return VersionRange(low, high) if low <= high else shape

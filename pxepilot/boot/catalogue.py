@@ -23,6 +23,15 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 METADATA = "asset.json"
 MAX_METADATA_BYTES = 64 * 1024
 
+# The directory of each Proxmox product: the name its ISOs give themselves, which
+# pxe-pilot-builder publishes under.
+PRODUCT_DIRECTORIES = {
+    "pve": "proxmox-ve",
+    "pbs": "proxmox-backup-server",
+    "pmg": "proxmox-mail-gateway",
+    "pdm": "proxmox-datacenter-manager",
+}
+
 
 @frozen
 class Initrd:
@@ -226,3 +235,22 @@ def scan(root: Path) -> Catalogue:
                 problems.append((relative, str(e)))
         assets += sorted(found, key=Asset.sort_key, reverse=True)
     return Catalogue(tuple(assets), tuple(problems))
+
+
+def unknown_product(target: str, root: Path) -> str | None:
+    """
+    Why no version of C{target}'s product (C{proxmox-ve} in C{proxmox-ve/9.1-1}) can ever
+    be in the catalogue of C{root}, if none can: it is neither a Proxmox product's
+    directory nor one in C{root}. The version itself may be published later.
+    """
+    product, _, version = target.partition("/")
+    if product in PRODUCT_DIRECTORIES.values() or (root / product).is_dir():
+        return None
+    if product in PRODUCT_DIRECTORIES:
+        spelled = PRODUCT_DIRECTORIES[product] + (f"/{version}" if version else "")
+        return f"{target!r} names the product by its code; the menu's name is {spelled!r}"
+    known = ", ".join(PRODUCT_DIRECTORIES.values())
+    return (
+        f"{target!r} is not auto, local, shell, a product ({known} or a directory in "
+        f"{root}) or a version of one (proxmox-ve/9.1-1)"
+    )

@@ -10,7 +10,7 @@ anything iPXE would expand or split on.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from attrs import frozen
 
@@ -170,6 +170,21 @@ class Choice:
     reason: str
 
 
+@frozen
+class Refusal:
+    """
+    Why an installer booted from an asset would not get its answer: the machine has no
+    answer file, or one that installer would refuse (C{POST /answer} answers 404 or
+    422 after the whole download).
+
+    @ivar reason: A sentence for the log, the host's timeline and the script's comment.
+    @ivar short: The same in a few words, for the menu line under the entry.
+    """
+
+    reason: str
+    short: str
+
+
 def _label(index: int) -> str:
     return f"install-{index}"
 
@@ -197,6 +212,7 @@ def menu_script(
     machine: Machine,
     choice: Choice,
     extra_arguments: str = "",
+    refused: Mapping[str, Refusal] | None = None,
 ) -> str:
     """
     The menu: one entry per version (newest first within each product), local disk and
@@ -205,7 +221,10 @@ def menu_script(
 
     @param asset_url: Base URL of the assets directory, ending in C{/}.
     @param menu_url: This menu's URL with its query, to come back to.
+    @param refused: The versions whose installer would not get this machine's answer,
+        by key: their entry says so and why, before anyone downloads them.
     """
+    refused = refused or {}
     labels = {asset.key: _label(i) for i, asset in enumerate(assets)}
     default = labels.get(
         choice.default, choice.default if choice.default in (LOCAL, SHELL) else LOCAL
@@ -229,10 +248,15 @@ def menu_script(
         if asset.product_name != product:
             product = asset.product_name
             lines.append(f"item --gap -- {display(product)}")
+        refusal = refused.get(asset.key)
         lines.append(
             f"item {labels[asset.key]} Install {display(asset.product_name)} "
-            f"{display(asset.version)}"
+            f"{display(asset.version)}" + (" (answer would be refused)" if refusal else "")
         )
+        if refusal is not None:
+            # iPXE shows a line's words joined by single spaces: a dash, not an
+            # indent, ties the reason to the entry above it.
+            lines.append(f"item --gap -- - {display(refusal.short)}")
     if not assets:
         lines.append("item --gap -- No boot assets found: run pxe-pilot-builder")
     lines += [

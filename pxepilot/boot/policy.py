@@ -12,11 +12,12 @@ unknown keys):
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from attrs import frozen
 
+from pxepilot.answers.check import AnswerProblem, ParsedAnswer
 from pxepilot.answers.files import (
     AnswerFileChanging,
     AnswerFileTooLarge,
@@ -24,8 +25,18 @@ from pxepilot.answers.files import (
     AnswersUnavailable,
     IAnswerFiles,
 )
+from pxepilot.answers.lint import errors, lint_range
+from pxepilot.answers.request import InstallerRequest
+from pxepilot.answers.versions import (
+    NEWEST,
+    OLDEST,
+    Gates,
+    VersionRange,
+    installer_of_release,
+    installer_versions,
+)
 from pxepilot.boot.catalogue import Asset
-from pxepilot.boot.ipxe import LOCAL, SHELL, Choice
+from pxepilot.boot.ipxe import LOCAL, SHELL, Choice, Refusal
 from pxepilot.macs import MacAddress
 
 AUTO = "auto"
@@ -95,6 +106,7 @@ def choose(
     default: BootSettings,
     timeout: int,
     installed: str | None = None,
+    refused: Mapping[str, Refusal] | None = None,
 ) -> Choice:
     """
     The default entry: the host's sidecar, else the global setting; C{auto} installs the
@@ -102,7 +114,12 @@ def choose(
     answer, and boots from the local disk when it would not. A host already installed
     (C{installed} says since when) boots from its disk whatever its settings say, until
     it is re-armed: a network-first boot order must not reinstall it on every reboot.
+
+    A version whose installer would not get its answer (C{refused}, by key; see
+    L{answer_refusals}) is never the default, whoever named it: the machine boots from
+    its disk rather than download an installer that stops at its first request.
     """
+    refused = refused or {}
     wait = timeout
     for settings in (default, host):
         if settings is not None and settings.timeout is not None:
@@ -116,6 +133,11 @@ def choose(
     if wanted != AUTO:
         resolved = _resolve(wanted, assets)
         if isinstance(resolved, Asset):
+            if resolved.key in refused:
+                why = refused[resolved.key].reason
+                return Choice(
+                    LOCAL, wait, f"{why}: local disk rather than {resolved.key} from {source}"
+                )
             return Choice(resolved.key, wait, f"{resolved.key} from {source}")
         if resolved is not None:
             return Choice(resolved, wait, f"{resolved} from {source}")
@@ -123,17 +145,97 @@ def choose(
     if not has_answer:
         return Choice(LOCAL, wait, "no answer file for this machine: local disk")
     pve = [a for a in assets if a.product == PROXMOX_VE]
-    if pve:
-        # Newest across directories: Proxmox VE may be published under more than one.
-        newest = max(pve, key=Asset.sort_key)
-        return Choice(newest.key, wait, f"answer file present: newest Proxmox VE, {newest.key}")
     products = {a.product for a in assets}
-    if len(products) == 1:
-        newest = max(assets, key=Asset.sort_key)
-        return Choice(newest.key, wait, f"answer file present: the only product, {newest.key}")
+    if pve or len(products) == 1:
+        # Newest across directories: Proxmox VE may be published under more than one.
+        newest = max(pve or assets, key=Asset.sort_key)
+        which = "newest Proxmox VE" if pve else "the only product"
+        if newest.key in refused:
+            why = refused[newest.key].reason
+            return Choice(LOCAL, wait, f"{why}: local disk rather than {which}, {newest.key}")
+        return Choice(newest.key, wait, f"answer file present: {which}, {newest.key}")
     if not assets:
         return Choice(LOCAL, wait, "no boot assets: local disk")
     return Choice(LOCAL, wait, "several products and no Proxmox VE: choose one per host")
+
+
+def installers_of(asset: Asset) -> VersionRange:
+    """
+    The installer versions C{POST /answer} takes a request from C{asset}'s installer to
+    come from: its product and release, in the shape that installer sends. Every
+    version for a product whose releases do not say which installer they carry: then
+    only what all of them reject counts.
+    """
+    carried = installer_of_release(asset.product, asset.release)
+    if carried is None:
+        return VersionRange(OLDEST, NEWEST)
+    request = InstallerRequest(
+        (),
+        product=asset.product,
+        release=asset.release,
+        schema_version=None if carried < Gates.REQUEST_SCHEMA else "1.0",
+        upper_case_macs=carried >= Gates.JSON_REQUEST,
+    )
+    return installer_versions(request)
+
+
+def answer_refusals(
+    assets: Sequence[Asset],
+    source: str | None,
+    answer: ParsedAnswer | AnswerProblem | None,
+    answer_check: str,
+) -> dict[str, Refusal]:
+    """
+    The versions whose installer would not be served this machine's answer, decided as
+    C{POST /answer} decides: no answer file (404); a file that is no answer file at
+    all (422); under C{--answer-check refuse}, a file that installer rejects (422).
+
+    @param source: The machine's answer file (C{hosts/<file>} or C{default.toml});
+        L{None} when it has none.
+    @param answer: That file, read; L{None} when it could not be looked at (being
+        written, say), which refuses nothing.
+    """
+    keys = [asset.key for asset in assets]
+    if source is None:
+        return dict.fromkeys(
+            keys,
+            # The installer also lists the machine's other NICs, and one of those may
+            # have a host file; the menu knows only the one it boots from.
+            Refusal(
+                "no answer file for the MAC address it boots from (no host file for it, no "
+                "default.toml)",
+                "no answer file for the MAC address it boots from",
+            ),
+        )
+    if isinstance(answer, AnswerProblem):
+        return dict.fromkeys(
+            keys,
+            Refusal(
+                f"its answer file cannot be served: {answer.describe(source)}",
+                f"{source} cannot be served: see pxe-pilot check",
+            ),
+        )
+    if answer is None or answer_check != "refuse":
+        return {}
+    refused = {}
+    for asset in assets:
+        versions = installers_of(asset)
+        rejected = errors(lint_range(answer, versions, asset.product))
+        if rejected:
+            count = f"{len(rejected)} error{'s' if len(rejected) > 1 else ''}"
+            refused[asset.key] = Refusal(
+                f"answer file {source} has {count} for installer {versions} (see "
+                f"{_check_command(versions)})",
+                f"{source} has {count}: see pxe-pilot check",
+            )
+    return refused
+
+
+def _check_command(versions: VersionRange) -> str:
+    low, high = versions.low, versions.high
+    if (low.major, low.minor) == (high.major, high.minor):
+        return f"pxe-pilot check --installer-version {low.major}.{low.minor}"
+    return "pxe-pilot check"
 
 
 def _read(files: IAnswerFiles, name: str) -> tuple[BootSettings | None, str | None]:

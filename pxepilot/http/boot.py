@@ -6,25 +6,33 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
+from pxepilot.answers.check import AnswerProblem, ParsedAnswer, read_answer
 from pxepilot.answers.decision import utc
-from pxepilot.answers.files import AnswersUnavailable
+from pxepilot.answers.files import (
+    DEFAULT_NAME,
+    AnswerFileChanging,
+    AnswerFileTooLarge,
+    AnswerListing,
+    AnswersUnavailable,
+)
 from pxepilot.answers.service import AnswerService, choose_source
-from pxepilot.boot.catalogue import scan
+from pxepilot.boot.catalogue import Asset, scan
 from pxepilot.boot.ipxe import (
     LOCAL,
     MIN_MEMORY_MIB,
     Machine,
+    Refusal,
     boot_script,
     menu_script,
     smbios_memory_mib,
 )
-from pxepilot.boot.policy import BootSettings, choose, host_settings
+from pxepilot.boot.policy import BootSettings, answer_refusals, choose, host_settings
 from pxepilot.config import Config
 from pxepilot.events import (
     BootScriptServed,
@@ -88,13 +96,15 @@ class BootRoutes:
             listing = None
         host = None
         has_answer = False
+        refused: dict[str, Refusal] = {}
+        if listing is not None:
+            source = _answer_source(listing, machine)
+            has_answer = source is not None
+            refused = self._refusals(catalogue.assets, source)
         if listing is not None and machine.mac is not None:
-            has_answer = choose_source(listing, [machine.mac]) is not None
             host, problem = host_settings(self.answers.files, listing, machine.mac)
             if problem:
                 log.warn("boot settings ignored: {problem}", problem=problem)
-        elif listing is not None:
-            has_answer = listing.default_present
         settings = self.config
         known = self.hosts.host(machine.mac) if machine.mac else None
         installed = None
@@ -107,6 +117,7 @@ class BootRoutes:
             BootSettings(settings.menu_default),
             settings.menu_timeout,
             installed=installed,
+            refused=refused,
         )
         asset_url = settings.asset_url or f"{base}assets/"
         menu_url = f"{base}menu.ipxe?{_echo_query(machine)}"
@@ -142,9 +153,40 @@ class BootRoutes:
         return script_body(
             request,
             menu_script(
-                catalogue.assets, asset_url, menu_url, machine, choice, settings.kernel_args
+                catalogue.assets,
+                asset_url,
+                menu_url,
+                machine,
+                choice,
+                settings.kernel_args,
+                refused,
             ),
         )
+
+    def _refusals(self, assets: Sequence[Asset], source: str | None) -> dict[str, Refusal]:
+        """
+        The versions whose installer C{POST /answer} would refuse this machine's answer
+        file (C{source}), checked as that route checks it.
+        """
+        answer: ParsedAnswer | AnswerProblem | None = None
+        if source is not None:
+            answer = self._read_settled(source)
+        return answer_refusals(assets, source, answer, self.config.answer_check)
+
+    def _read_settled(self, source: str) -> ParsedAnswer | AnswerProblem | None:
+        """
+        An answer file as C{POST /answer} would read it now; L{None} while it may be
+        half-written (the route waits for it, so nothing is decided on it here).
+        """
+        try:
+            contents = self.answers.files.read(source)
+        except AnswerFileTooLarge:
+            return AnswerProblem("larger than any answer file can be")
+        except (AnswerFileChanging, AnswersUnavailable, FileNotFoundError):
+            return None
+        if 0 <= self.clock.seconds() - contents.mtime < self.answers.settle:
+            return None
+        return read_answer(contents.data)
 
     def assets(self, request: IRequest) -> AssetFiles:
         """
@@ -162,6 +204,17 @@ class BootRoutes:
             self.events.publish(DownloadEnded(client, path, length, sent, complete, seconds))
 
         return ended
+
+
+def _answer_source(listing: AnswerListing, machine: Machine) -> str | None:
+    """
+    The answer file C{POST /answer} would choose for the machine: by the MAC it boots
+    from, else C{default.toml}.
+    """
+    if machine.mac is None:
+        return DEFAULT_NAME if listing.default_present else None
+    chosen = choose_source(listing, [machine.mac])
+    return chosen if isinstance(chosen, str) or chosen is None else chosen.name
 
 
 def _machine(request: IRequest) -> Machine:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections import OrderedDict
 from typing import Any
 
 import pytest
@@ -1460,7 +1459,6 @@ def test_a_file_is_checked_once_per_range(monkeypatch: pytest.MonkeyPatch) -> No
         return real(parsed, versions, product)
 
     monkeypatch.setattr(lint_module, "_lint_parsed", counting)
-    monkeypatch.setattr(lint_module, "_recent", OrderedDict())
     wide = VersionRange(InstallerVersion(8, 4), InstallerVersion(9, 1))
     text = b'[global]\nkeyboard = "en-us"\n'
     first = lint_range(text, wide)
