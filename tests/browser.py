@@ -252,12 +252,24 @@ class Browser:
     # -- pages
 
     def open(
-        self, url: str, width: int, height: int, mobile: bool = False, before_load: str = ""
+        self,
+        url: str,
+        width: int,
+        height: int,
+        mobile: bool = False,
+        before_load: str = "",
+        javascript: bool = True,
+        headers: dict[str, str] | None = None,
     ) -> Page:
         """
         A new tab of C{width} by C{height} CSS pixels (one device pixel each) showing
         C{url}, loaded. C{mobile} emulates a phone, where the page's viewport meta tag
         applies. C{before_load} is a script run in the page before any of its own.
+        Without C{javascript} the page's own scripts never run, as in a browser with
+        JavaScript turned off (L{Page.evaluate} still works: it is the test's, not the
+        page's). C{headers} go with every request of the tab, the page's own
+        C{fetch()} calls included: C{Authorization} there is what a browser sends once
+        its user typed Basic credentials.
         """
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})[
@@ -270,6 +282,11 @@ class Browser:
             session,
         )
         self.send("Page.enable", session=session)
+        if not javascript:
+            self.send("Emulation.setScriptExecutionDisabled", {"value": True}, session)
+        if headers:
+            self.send("Network.enable", session=session)
+            self.send("Network.setExtraHTTPHeaders", {"headers": headers}, session)
         if before_load:
             self.send("Page.addScriptToEvaluateOnNewDocument", {"source": before_load}, session)
         page.navigate(url)
@@ -312,6 +329,47 @@ class Page:
             text = details.get("exception", {}).get("description") or details.get("text")
             raise self.browser.error(f"{expression!r} raised: {text}")
         return result["result"].get("value")
+
+    def wait_until(self, expression: str, timeout: float | None = None) -> Any:
+        """
+        The first truthy value of a JavaScript expression, evaluated again every tenth
+        of a second until C{timeout} (the browser's) has passed.
+        """
+        deadline = time.monotonic() + (timeout if timeout is not None else self.browser.timeout)
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise self.browser.error(f"{expression!r} stayed {value!r}")
+            time.sleep(0.1)
+
+    def answer_dialog(self, accept: bool = True) -> str:
+        """
+        Wait for the page's next C{alert()}, C{confirm()} or C{prompt()}, answer it as a
+        person clicking OK (or Cancel, without C{accept}) would; its message.
+
+        Start what opens it with C{setTimeout} in L{evaluate}: the dialog holds the
+        page's script until it is answered, and so would hold the evaluation.
+        """
+        opened = self.browser.wait_for("Page.javascriptDialogOpening", self.session)
+        self.browser.send("Page.handleJavaScriptDialog", {"accept": accept}, self.session)
+        message: str = opened.get("message", "")
+        return message
+
+    def wait_for_load(self) -> None:
+        """
+        Wait for the load event of a document the page is navigating to; call
+        L{forget_loads} before what starts the navigation.
+        """
+        self.browser.wait_for("Page.loadEventFired", self.session)
+
+    def forget_loads(self) -> None:
+        """
+        Drop the events of the page received so far, so that L{wait_for_load} waits for
+        the next document.
+        """
+        self.browser.forget_events(self.session)
 
     def screenshot(self, path: Path) -> Path:
         """

@@ -77,6 +77,7 @@ def test_no_assets_is_degraded_with_the_reason(tmp_path: Path) -> None:
         ("http://127.0.0.1:8080/answer", "127.0.0.1 is a loopback address"),
         ("http://localhost:8080/answer", "localhost is the machine itself"),
         ("http://[::1]:8080/answer", "::1 is a loopback address"),
+        ("http://[::ffff:127.0.0.1]:8080/answer", "::ffff:127.0.0.1 is a loopback address"),
         ("http://0.0.0.0:8080/answer", "0.0.0.0 is no machine's address"),
         ("http://169.254.1.1:8080/answer", "169.254.1.1 is a link-local address"),
         ("http://192.0.2.10/answer", "not HTTP on port 80"),

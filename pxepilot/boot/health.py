@@ -153,6 +153,9 @@ def _unreachable_host(host: str) -> str | None:
         literal = ipaddress.ip_address(host)
     except ValueError:
         return None
+    if isinstance(literal, ipaddress.IPv6Address) and literal.ipv4_mapped is not None:
+        # ::ffff:127.0.0.1 is 127.0.0.1 to a dual-stack socket.
+        literal = literal.ipv4_mapped
     if literal.is_loopback:
         return f"{host} is a loopback address: each installer would ask itself"
     if literal.is_unspecified:

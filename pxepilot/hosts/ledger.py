@@ -282,6 +282,18 @@ class HostLedger(Service):
             del self.hosts[mac]
             del self._sightings[mac]
         self.forgotten[reason] += len(macs)
+        self._remove(macs).addErrback(
+            lambda failure: log.failure(
+                "{count} forgotten hosts could not be removed from the store",
+                failure,
+                count=len(macs),
+            )
+        )
+
+    def _remove(self, macs: Sequence[MacAddress]) -> Deferred[None]:
+        """
+        Remove C{macs} from the store; the result fires once they are removed.
+        """
 
         def remove() -> None:
             for mac in macs:
@@ -289,7 +301,7 @@ class HostLedger(Service):
 
         # In line with the saves: an event of the same MAC recorded after this is saved
         # after the removal, as the start of a new host.
-        removed = self._run(remove)
+        removed: Deferred[None] = self._run(remove)
         self._pending.add(removed)
 
         def done(result: object) -> object:
@@ -297,13 +309,23 @@ class HostLedger(Service):
             return result
 
         removed.addBoth(done)
-        removed.addErrback(
-            lambda failure: log.failure(
-                "{count} forgotten hosts could not be removed from the store",
-                failure,
-                count=len(macs),
-            )
-        )
+        return removed
+
+    def forget(self, mac: MacAddress) -> Deferred[Host]:
+        """
+        Forget a host because an operator asked: its state and timeline, in memory at
+        once, in the store on the worker thread. Whatever its state: a host forgotten
+        while installing, or once installed, is a new host at its next event, so with
+        install once its next network boot installs again.
+
+        The result fires with the host as it was once it is removed from the store, and
+        fails with L{KeyError} for a host the ledger does not know.
+        """
+        host = self.hosts.pop(mac, None)
+        if host is None:
+            return fail(KeyError(str(mac)))
+        self._sightings.pop(mac, None)
+        return self._remove([mac]).addCallback(lambda _: host)
 
     def rearm(self, mac: MacAddress) -> Deferred[Host]:
         """

@@ -1,70 +1,46 @@
 """
-The status page: every known host at a glance, for a person, on a desk or on a phone.
+The status page: every known host at a glance, for a person, on a desk or on a phone,
+with a summary line of pxe-pilot's health and configuration.
 
-Plain server-rendered HTML and CSS, refreshed by the browser every few seconds; every
-value is escaped (MAC addresses are canonical, but FQDNs, serial numbers and file names
-come from machines and files). It shows the L{PAGE_HOSTS} most recently active hosts:
-a page of every host would grow with every MAC address anyone makes up, and be rendered
+Plain server-rendered HTML and CSS that updates itself: with JavaScript by fetching
+itself every L{POLL_SECONDS} seconds and swapping its content, without by a meta
+refresh every L{REFRESH_SECONDS} seconds (L{pxepilot.hosts.layout}). Every value is
+escaped (MAC addresses are canonical, but FQDNs, serial numbers and file names come
+from machines and files). It shows the L{PAGE_HOSTS} most recently active hosts: a
+page of every host would grow with every MAC address anyone makes up, and be rendered
 again every few seconds.
 
-The page has no actions yet. One that changes something must pass the check of the
-operator's routes against forged requests (C{forged_because} in
-C{pxepilot/http/operator.py}): sent from the page's own origin, with the
-C{X-PXE-Pilot-Request} header (a C{fetch()} can add it; a plain form cannot).
+Each MAC address links to the host's own page (L{pxepilot.hosts.host_page}), where its
+timeline is and where it can be re-armed or forgotten.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection, Mapping
+from collections import Counter
+from collections.abc import Collection
 from html import escape
 
+from pxepilot.hosts.layout import (
+    Overview,
+    document,
+    fqdn_html,
+    overview_html,
+    refusal,
+    state_badge,
+)
 from pxepilot.hosts.model import Host, HostState
+from pxepilot.macs import MacAddress
 
+# Without JavaScript, the browser reloads the page this often.
 REFRESH_SECONDS = 10
+
+# With JavaScript, the page fetches itself this often: during an installation a step
+# takes seconds, and a page is cheap to render.
+POLL_SECONDS = 5
 
 # The most hosts the page shows, the most recently active.
 PAGE_HOSTS = 500
-
-_STYLE = """
-:root { color-scheme: light dark; --muted: #6b7280; --line: #d1d5db; }
-* { box-sizing: border-box; }
-body { margin: 0; padding: 1rem; font: 15px/1.4 system-ui, sans-serif; }
-header { display: flex; flex-wrap: wrap; gap: .5rem 1.5rem; align-items: baseline; }
-h1 { font-size: 1.3rem; margin: 0 0 .5rem; }
-.counts { display: flex; flex-wrap: wrap; gap: .4rem; margin: 0; padding: 0; }
-.counts li { list-style: none; }
-table { width: 100%; border-collapse: collapse; margin-top: 1rem; }
-th, td { text-align: left; padding: .45rem .6rem; border-bottom: 1px solid var(--line);
-  vertical-align: top; overflow-wrap: anywhere; }
-th { font-size: .8rem; text-transform: uppercase; color: var(--muted); }
-/* Cells may break anywhere, or a long FQDN would push the table off the screen; but
-   headers, MACs, addresses and ages broken mid-word no longer read as what they are. */
-th, .mac, td[data-label="Address"], .age { white-space: nowrap; }
-.mac { font-family: ui-monospace, monospace; }
-.age { color: var(--muted); font-size: .85rem; }
-.state { display: inline-block; padding: .1rem .5rem; border-radius: 1rem;
-  font-size: .85rem; font-weight: 600; white-space: nowrap; color: #fff; }
-.state-new { background: #6b7280; } .state-booting { background: #2563eb; }
-.state-installing { background: #d97706; } .state-installed { background: #15803d; }
-.state-local-boot { background: #0f766e; } .state-failed { background: #b91c1c; }
-.empty { color: var(--muted); margin-top: 2rem; }
-.more { color: var(--muted); margin-top: 1rem; }
-footer { margin-top: 1.5rem; color: var(--muted); font-size: .8rem; }
-.tls { color: var(--muted); font-size: .8rem; }
-.fingerprint { overflow-wrap: anywhere; }
-@media (max-width: 700px) {
-  thead { display: none; }
-  table, tbody, tr, td { display: block; width: 100%; }
-  tr { border: 1px solid var(--line); border-radius: .5rem; margin-bottom: .8rem;
-    padding: .3rem 0; }
-  td { border: 0; padding: .2rem .7rem; }
-  /* A card is as wide as the phone: an IPv6 address may have to wrap there. */
-  td[data-label="Address"] { white-space: normal; }
-  td::before { content: attr(data-label) ": "; color: var(--muted); font-size: .8rem; }
-  td.mac::before, td.status::before { content: ""; }
-}
-"""
 
 _COLUMNS = ("MAC", "State", "Product", "Last event", "Answer", "FQDN", "Address")
 
@@ -83,6 +59,14 @@ def age(seconds: float) -> str:
     return f"{seconds // 86400} d ago"
 
 
+def host_link(mac: MacAddress) -> str:
+    """
+    The path of a host's page, relative to the status page: pxe-pilot may be served
+    below a path of a proxy's.
+    """
+    return f"hosts/{mac.canonical}/page"
+
+
 def _cell(label: str, content: str, css: str = "") -> str:
     classes = f' class="{css}"' if css else ""
     return f'<td data-label="{escape(label)}"{classes}>{content}</td>'
@@ -93,14 +77,13 @@ def _row(host: Host, now: float) -> str:
     product = (installation.product if installation else None) or host.product or ""
     if installation and installation.version:
         product = f"{product} {installation.version}".strip()
-    state = host.state.value
     last = host.last_event
+    fqdn = installation.fqdn if installation else None
     cells = [
-        _cell("MAC", escape(str(host.mac)), "mac"),
+        _cell("MAC", f'<a href="{host_link(host.mac)}">{escape(str(host.mac))}</a>', "mac"),
         _cell(
             "State",
-            f'<span class="state state-{state}">{escape(state)}</span>'
-            f' <span class="age">{escape(age(now - host.since))}</span>',
+            f'{state_badge(host)} <span class="age">{escape(age(now - host.since))}</span>',
             "status",
         ),
         _cell("Product", escape(product) or "&ndash;"),
@@ -109,7 +92,7 @@ def _row(host: Host, now: float) -> str:
             f'{escape(last.summary)} <span class="age">{escape(age(now - last.at))}</span>',
         ),
         _cell("Answer", escape(host.answer or "") or "&ndash;"),
-        _cell("FQDN", escape((installation.fqdn if installation else None) or "") or "&ndash;"),
+        _cell("FQDN", fqdn_html(fqdn) if fqdn else "&ndash;"),
         _cell(
             "Address",
             escape((installation.address if installation else None) or "") or "&ndash;",
@@ -120,25 +103,35 @@ def _row(host: Host, now: float) -> str:
 
 def status_page(
     hosts: Collection[Host],
-    counts: Mapping[str, int],
     now: float,
     version: str,
-    fingerprint: str | None = None,
+    *,
+    overview: Overview,
+    nonce: str,
     shown: int = PAGE_HOSTS,
+    notice: str = "",
 ) -> bytes:
     """
     The page, newest activity first: the C{shown} most recently active hosts, and how
     many more there are and how to list them.
 
-    @param fingerprint: The HTTPS certificate's SHA-256 fingerprint, to compare with
-        what the installers pin; L{None} without HTTPS.
+    @param overview: pxe-pilot's health and configuration, for the summary line (with
+        the HTTPS certificate's fingerprint, to compare with what installers pin).
+    @param nonce: The nonce of the response's Content-Security-Policy.
+    @param notice: Text to show above the hosts, such as what was just done.
     """
     ordered = heapq.nlargest(shown, hosts, key=lambda host: host.last_event.at)
+    # Counted as the rows show them: a host whose answer was refused last is counted
+    # there, not in the state it was left in.
+    counts = Counter(
+        "refused" if refusal(host) is not None else host.state.value for host in hosts
+    )
+    labels = [(state.value, state.value) for state in HostState]
+    labels.append(("refused", "answer refused"))
     summary = "".join(
-        f'<li><span class="state state-{escape(state.value)}">'
-        f"{escape(state.value)}: {counts.get(state.value, 0)}</span></li>"
-        for state in HostState
-        if counts.get(state.value, 0)
+        f'<li><span class="state state-{escape(key)}">{escape(label)}: {counts[key]}</span></li>'
+        for key, label in labels
+        if counts[key]
     )
     if ordered:
         head = "".join(f"<th>{escape(name)}</th>" for name in _COLUMNS)
@@ -158,26 +151,16 @@ def status_page(
         if hidden > 0
         else ""
     )
-    tls = (
-        '<p class="tls">HTTPS certificate SHA-256 '
-        f'<code class="fingerprint">{escape(fingerprint)}</code></p>\n'
-        if fingerprint
-        else ""
+    content = (
+        f'<header><h1>pxe-pilot</h1><ul class="counts">{summary}</ul></header>\n'
+        f"{overview_html(overview)}\n{body}{more}"
     )
-    html = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="refresh" content="{REFRESH_SECONDS}">
-<title>pxe-pilot: {total} host{"" if total == 1 else "s"}</title>
-<style>{_STYLE}</style>
-</head>
-<body>
-<header><h1>pxe-pilot</h1><ul class="counts">{summary}</ul></header>
-{body}{more}
-{tls}<footer>pxe-pilot {escape(version)} &middot; refreshes every {REFRESH_SECONDS} s</footer>
-</body>
-</html>
-"""
-    return html.encode("utf-8")
+    return document(
+        f"pxe-pilot: {total} host{'' if total == 1 else 's'}",
+        content,
+        nonce,
+        version,
+        refresh=REFRESH_SECONDS,
+        poll=POLL_SECONDS,
+        notice=notice,
+    )

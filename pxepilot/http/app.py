@@ -23,7 +23,7 @@ from pxepilot.http.boot import BootRoutes
 from pxepilot.http.files import AssetFiles
 from pxepilot.http.installer import InstallerRoutes
 from pxepilot.http.operator import OperatorRoutes
-from pxepilot.http.responses import Refused, json_body, refusal_body
+from pxepilot.http.responses import Refused, header, json_body, refusal_body
 from pxepilot.logs import logger
 
 log = logger(__name__)
@@ -83,9 +83,25 @@ class PxePilotRoutes:
     async def host_status(self, request: IRequest, mac_text: str) -> bytes:
         return await self.operator.host_status(request, mac_text)
 
+    @app.route("/hosts/<string:mac_text>/page", methods=["GET"])
+    async def host_page(self, request: IRequest, mac_text: str) -> bytes:
+        return await self.operator.host_page(request, mac_text)
+
+    @app.route("/hosts/<string:mac_text>/reinstall", methods=["GET"])
+    def confirm_reinstall(self, request: IRequest, mac_text: str) -> bytes:
+        return self.operator.confirm(request, mac_text, "reinstall")
+
     @app.route("/hosts/<string:mac_text>/reinstall", methods=["POST"])
     async def reinstall(self, request: IRequest, mac_text: str) -> bytes:
         return await self.operator.reinstall(request, mac_text)
+
+    @app.route("/hosts/<string:mac_text>/forget", methods=["GET"])
+    def confirm_forget(self, request: IRequest, mac_text: str) -> bytes:
+        return self.operator.confirm(request, mac_text, "forget")
+
+    @app.route("/hosts/<string:mac_text>/forget", methods=["POST"])
+    async def forget(self, request: IRequest, mac_text: str) -> bytes:
+        return await self.operator.forget(request, mac_text)
 
     @app.route("/metrics", methods=["GET"])
     def metrics_page(self, request: IRequest) -> bytes:
@@ -105,6 +121,10 @@ class PxePilotRoutes:
     def refused(self, request: IRequest, failure: Failure) -> bytes:
         refusal = failure.value
         assert isinstance(refusal, Refused)
+        # A person's browser that navigated here reads a page; programs, and the pages'
+        # own script, read JSON.
+        if "text/html" in (header(request, b"accept") or ""):
+            return self.operator.refusal_page(request, refusal)
         return refusal_body(request, refusal)
 
     @app.handle_errors(NotFound)

@@ -1,17 +1,21 @@
 """
-The routes for the operator: hosts and answer files, re-arming, the status page,
-metrics and health; and the check every route that changes something passes, against
-requests a browser is made to send from another site (L{forged_because}).
+The routes for the operator: hosts and answer files, re-arming and forgetting, the
+status page and each host's page, metrics and health; and the check every route that
+changes something passes, against requests a browser is made to send from another site
+(L{forged_because}).
 """
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from pxepilot._version import __version__
 from pxepilot.answers.decision import invalid_json
@@ -26,11 +30,23 @@ from pxepilot.answers.service import AnswerService, Changing, Invalid, Served
 from pxepilot.answers.versions import NEWEST, InstallerVersion, VersionRange
 from pxepilot.boot.policy import inspect_sidecars
 from pxepilot.config import Config
-from pxepilot.health import IHealthCheck, overall_status
+from pxepilot.health import ComponentHealth, IHealthCheck, overall_status
+from pxepilot.hosts.host_page import (
+    ACTIONS,
+    FORGET,
+    PAGE_EVENTS,
+    REARM,
+    AnswerCheck,
+    confirmation_page,
+    host_page,
+    installer_of,
+)
+from pxepilot.hosts.layout import Overview, content_security_policy, error_page
 from pxepilot.hosts.ledger import HostLedger
-from pxepilot.hosts.model import Host
+from pxepilot.hosts.model import Event, Host
 from pxepilot.hosts.page import status_page
-from pxepilot.http.auth import token_matches
+from pxepilot.http.auth import presented_token, token_matches
+from pxepilot.http.forms import FormTokens, form_token, see_other
 from pxepilot.http.forwarded import public_base
 from pxepilot.http.responses import Refused, header, json_body, query, toml_body
 from pxepilot.http.secure import SecureOnly
@@ -50,7 +66,7 @@ _ASK_FOR_TOKEN = (
 
 
 # What the operator's own clients send with a change (the pxe-pilot command, and the
-# status page's actions): a header no page of another site can add without the CORS
+# status page's script): a header no page of another site can add without the CORS
 # preflight pxe-pilot never grants.
 INTENT_HEADER = b"x-pxe-pilot-request"
 
@@ -94,6 +110,7 @@ def forged_because(
     basic: bool,
     content_type: str | None,
     intent: bool,
+    form_token: bool = False,
 ) -> str | None:
     """
     Why a request that would change something may have been sent by a browser on
@@ -115,12 +132,15 @@ def forged_because(
        elsewhere) matches nothing.
 
     3. The request is authenticated by Basic credentials, with a content type a form
-       may have, without the L{INTENT_HEADER}. Basic credentials are what a browser
-       keeps and adds by itself, so an older browser that sends neither header above
-       would still carry them on a form posted from another site. Another site's page
-       cannot add a header of its own, nor send JSON, without a CORS preflight, which
-       pxe-pilot never grants. A bearer token is never added by a browser by itself:
-       whoever sends one chose to, so bearer requests need no more than the rules above.
+       may have, without the L{INTENT_HEADER} and without a valid form token.
+       Basic credentials are what a browser keeps and adds by itself, so an older
+       browser that sends neither header above would still carry them on a form posted
+       from another site. Another site's page cannot add a header of its own, nor send
+       JSON, without a CORS preflight, which pxe-pilot never grants; nor can it read
+       the token of pxe-pilot's confirmation page (L{pxepilot.http.forms}), which is
+       how a browser without JavaScript re-arms or forgets a host. A bearer token is
+       never added by a browser by itself: whoever sends one chose to, so bearer
+       requests need no more than the rules above.
 
     @param fetch_site: The request's C{Sec-Fetch-Site}.
     @param origin: The request's C{Origin}.
@@ -128,6 +148,8 @@ def forged_because(
     @param basic: Whether the request is authenticated by Basic credentials.
     @param content_type: The request's C{Content-Type}.
     @param intent: Whether the request has the L{INTENT_HEADER}.
+    @param form_token: Whether the request carries a valid token of pxe-pilot's own
+        confirmation page for what it asks.
     """
     site = (fetch_site or "").strip().lower()
     if site in ("cross-site", "same-site"):
@@ -135,10 +157,11 @@ def forged_because(
     if origin is not None and origin_of(origin) not in own_origins:
         return f"a request from another origin ({origin.strip()[:100] or 'empty'})"
     media = (content_type or "").split(";")[0].strip().lower()
-    if basic and media in _SIMPLE_TYPES and not intent:
+    if basic and media in _SIMPLE_TYPES and not intent and not form_token:
         return (
             "a browser's request without the X-PXE-Pilot-Request header (send "
-            "X-PXE-Pilot-Request: 1, or use Authorization: Bearer)"
+            "X-PXE-Pilot-Request: 1, or use Authorization: Bearer; a form of pxe-pilot's "
+            "page whose token expired needs the page loaded again)"
         )
     return None
 
@@ -154,6 +177,9 @@ class OperatorRoutes:
     @ivar metrics: What C{/metrics} shows.
     @ivar health_checks: The components C{/health} reports on.
     @ivar client_of: The client's address, as far as the request's proxies are believed.
+    @ivar fingerprint: The HTTPS certificate's SHA-256 fingerprint; L{None} without
+        HTTPS.
+    @ivar forms: Makes and checks the tokens of the pages' forms.
     """
 
     answers: AnswerService
@@ -164,6 +190,7 @@ class OperatorRoutes:
     client_of: Callable[[IRequest], str]
     secure: SecureOnly
     fingerprint: str | None = None
+    forms: FormTokens = field(factory=FormTokens)
 
     def _admin_only(self, request: IRequest) -> None:
         """
@@ -175,13 +202,15 @@ class OperatorRoutes:
         if token is not None and not token_matches(request, token):
             raise Refused(401, {"error": "this needs pxe-pilot's admin token"}, _ASK_FOR_TOKEN)
 
-    def _change_only(self, request: IRequest) -> None:
+    def _change_only(self, request: IRequest, action: str, mac_text: str) -> None:
         """
-        What every route that changes something checks first, the status page's actions
+        What every route that changes something checks first, the pages' actions
         included: the admin token, as on every operator route (without it nothing
         changes, whoever sent the request), then that no other site's page made a
         browser send it (L{forged_because}).
 
+        @param action: What the route does to the host, as its form token names it.
+        @param mac_text: The host, as the route's path names it.
         @raise Refused: as L{_admin_only}, or 403 for a request that may be forged.
         """
         self._admin_only(request)
@@ -193,6 +222,7 @@ class OperatorRoutes:
             basic=authorization.strip().lower().startswith("basic "),
             content_type=header(request, b"content-type"),
             intent=bool((header(request, INTENT_HEADER) or "").strip()),
+            form_token=self._form_token_valid(request, action, mac_text),
         )
         if reason is not None:
             log.warn(
@@ -203,6 +233,20 @@ class OperatorRoutes:
                 reason=reason,
             )
             raise Refused.because(403, f"refused: {reason}")
+
+    def _form_token_valid(self, request: IRequest, action: str, mac_text: str) -> bool:
+        """
+        Whether C{request} carries a token of the confirmation page of C{action} on the
+        host C{mac_text}, issued to the credential it presents, and still good.
+        """
+        token = form_token(request)
+        if token is None:
+            return False
+        try:
+            mac = MacAddress.parse(mac_text)
+        except MacAddressError:
+            return False
+        return self.forms.valid(token, action, mac, presented_token(request), self.hosts.now())
 
     def _own_origins(self, request: IRequest) -> set[str]:
         """
@@ -325,9 +369,10 @@ class OperatorRoutes:
 
     async def reinstall(self, request: IRequest, mac_text: str) -> bytes:
         """
-        Re-arm a host: its next network boot installs again.
+        Re-arm a host: its next network boot installs again. The host as JSON; to the
+        confirmation page's form, a redirection to the host's page.
         """
-        self._change_only(request)
+        self._change_only(request, REARM.name, mac_text)
         known = self._known_host(mac_text)
         client = self.client_of(request)
         try:
@@ -338,7 +383,123 @@ class OperatorRoutes:
         log.info(
             "host {mac} re-armed for installation by {client}", mac=str(host.mac), client=client
         )
+        if form_token(request) is not None:
+            return see_other(request, f"page?done={REARM.name}")
         return json_body(request, host.as_json())
+
+    async def forget(self, request: IRequest, mac_text: str) -> bytes:
+        """
+        Forget a host: its state and timeline, whatever its state. An installing host's
+        installer carries on, and its report records the host again; an installed host
+        forgotten installs again at its next network boot, as a new host does.
+        """
+        self._change_only(request, FORGET.name, mac_text)
+        known = self._known_host(mac_text)
+        client = self.client_of(request)
+        try:
+            host = await self.hosts.forget(known.mac)
+        except KeyError:
+            raise Refused.because(404, f"pxe-pilot has never seen {known.mac}") from None
+        except Exception:
+            log.failure("host {mac}: forgetting it could not be saved", mac=str(known.mac))
+            raise Refused.because(500, "pxe-pilot could not save it; see its log") from None
+        log.info(
+            "host {mac} ({state}) forgotten by {client}",
+            mac=str(host.mac),
+            state=host.state.value,
+            client=client,
+        )
+        if form_token(request) is not None:
+            return see_other(request, f"../../?forgot={host.mac.canonical}")
+        return json_body(request, {"mac": str(host.mac), "forgotten": True})
+
+    async def host_page(self, request: IRequest, mac_text: str) -> bytes:
+        """
+        A host's page, for a person: its facts, its answer file's findings, its
+        timeline, and links to re-arm or forget it.
+        """
+        self._admin_only(request)
+        known = self._known_host(mac_text)
+        timeline = await self.hosts.timeline(known.mac, PAGE_EVENTS + 1)
+        check = await self._answer_check(known, timeline)
+        done = ACTIONS.get(query(request, b"done") or "")
+        notice = f"{done.done} {known.mac}." if done is not None else ""
+        now = self.hosts.now()
+        return self._page(
+            request,
+            lambda nonce: host_page(
+                known, timeline, check, now, __version__, nonce=nonce, notice=notice
+            ),
+        )
+
+    def confirm(self, request: IRequest, mac_text: str, action: str) -> bytes:
+        """
+        The page that asks before C{action} is done to a host, with the form that does
+        it and the token that form needs.
+        """
+        self._admin_only(request)
+        known = self._known_host(mac_text)
+        chosen = ACTIONS[action]
+        token = self.forms.issue(
+            chosen.name, known.mac, presented_token(request), self.hosts.now()
+        )
+        return self._page(
+            request,
+            lambda nonce: confirmation_page(known, chosen, token, __version__, nonce=nonce),
+        )
+
+    async def _answer_check(self, host: Host, timeline: Sequence[Event]) -> AnswerCheck:
+        """
+        The answer file that matches C{host} now, checked for the installer it booted
+        last (the newest known when none is on its timeline).
+        """
+        versions = _installer_range(installer_of(timeline))
+        installer = str(versions)
+        try:
+            resolution = await self.answers.resolve([host.mac])
+        except AnswersUnavailable as e:
+            return AnswerCheck(None, installer, problem=f"the answers cannot be read: {e}")
+        if isinstance(resolution, Served):
+            findings = lint_range(resolution.answer, versions, host.product)
+            return AnswerCheck(resolution.source, installer, findings)
+        if isinstance(resolution, Invalid):
+            return AnswerCheck(resolution.source, installer, problem=resolution.describe())
+        if isinstance(resolution, Changing):
+            return AnswerCheck(resolution.source, installer, problem="being written right now")
+        return AnswerCheck(
+            None, installer, problem="no host file for its MAC address and no default.toml"
+        )
+
+    def _page(self, request: IRequest, render: Callable[[str], bytes]) -> bytes:
+        """
+        Answer C{request} with a page that C{render} makes for a fresh nonce, under a
+        policy that lets only the page's own style and script run.
+        """
+        nonce = secrets.token_urlsafe(16)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"content-security-policy", content_security_policy(nonce))
+        request.setHeader(b"x-frame-options", b"DENY")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"referrer-policy", b"same-origin")
+        return render(nonce)
+
+    def refusal_page(self, request: IRequest, refused: Refused) -> bytes:
+        """
+        A refusal as a page, for a browser that navigated to a route: the status, why,
+        and the way back.
+        """
+        request.setResponseCode(refused.code)
+        headers = cast(Request, request).responseHeaders
+        for name, value in refused.headers:
+            headers.addRawHeader(name, value)
+        message = str(refused.body.get("error", "refused"))
+        path = (getattr(request, "path", b"") or b"/").decode("latin-1")
+        home = "../" * (path.count("/") - 1) or "./"
+        return self._page(
+            request,
+            lambda nonce: error_page(refused.code, message, __version__, nonce=nonce, home=home),
+        )
 
     def _known_host(self, mac_text: str) -> Host:
         mac = _mac(mac_text)
@@ -361,22 +522,49 @@ class OperatorRoutes:
         The status page, for a person.
         """
         self._admin_only(request)
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-store")
-        return status_page(
-            self.hosts.hosts.values(),
-            self.hosts.summary(),
-            self.hosts.now(),
-            __version__,
-            self.fingerprint,
+        forgot = query(request, b"forgot")
+        notice = ""
+        if forgot:
+            with contextlib.suppress(MacAddressError):
+                notice = f"Forgot {MacAddress.parse(forgot)}."
+        overview = self._overview()
+        return self._page(
+            request,
+            lambda nonce: status_page(
+                self.hosts.hosts.values(),
+                self.hosts.now(),
+                __version__,
+                overview=overview,
+                nonce=nonce,
+                notice=notice,
+            ),
         )
+
+    def _checks(self) -> dict[str, ComponentHealth]:
+        return {check.name: check.check() for check in self.health_checks}
+
+    def _overview(self) -> Overview:
+        """
+        What the status page's summary line says: what C{/health} says, with where the
+        directories are (the page is the operator's; C{/health} is anyone's).
+        """
+        checks = self._checks()
+        if "tls" not in checks and self.fingerprint:
+            checks["tls"] = ComponentHealth("ok", {"fingerprint": self.fingerprint})
+        places = {
+            "answers": str(self.config.answers_dir),
+            "assets": str(self.config.assets_dir),
+        }
+        if self.config.boot_enabled:
+            places["tftp"] = str(self.config.tftp_root)
+        return Overview(overall_status(checks.values()), checks, places)
 
     def health(self, request: IRequest) -> bytes:
         """
         Whether pxe-pilot can do its work: 200 when it can, 503 when a component it
         depends on cannot.
         """
-        checks = {check.name: check.check() for check in self.health_checks}
+        checks = self._checks()
         status = overall_status(checks.values())
         report: dict[str, Any] = {"status": status, "version": __version__}
         for name, component in checks.items():
@@ -419,3 +607,20 @@ def _versions_asked(request: IRequest) -> VersionRange:
         return VersionRange.exactly(InstallerVersion.parse(text))
     except ValueError as e:
         raise Refused.because(400, str(e)) from None
+
+
+def _installer_range(installer: str | None) -> VersionRange:
+    """
+    The installer versions an asset directory (C{proxmox-ve/9.1-1}) holds: Proxmox VE's
+    releases are its installer's; for other products, or none, the newest known.
+    """
+    if installer is not None:
+        product, _, release = installer.partition("/")
+        if product == "proxmox-ve":
+            try:
+                version = InstallerVersion.parse(release.split("-")[0])
+            except ValueError:
+                pass
+            else:
+                return VersionRange.exactly(InstallerVersion(version.major, version.minor))
+    return VersionRange.exactly(InstallerVersion(NEWEST.major, NEWEST.minor))
