@@ -21,6 +21,7 @@ from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from builder import answer_url
 from builder.cdinfo import SAFE_NAME, NotProxmox, ProductInfo
 from builder.iso9660 import IsoError
 from builder.pin import (
@@ -33,7 +34,15 @@ from builder.pin import (
 )
 from builder.pipeline import BuildError, BuildResult, Pipeline
 from builder.progress import Progress
-from builder.publish import check_target, make_staging, publish, target_of, write_metadata
+from builder.publish import (
+    check_target,
+    create_output,
+    make_staging,
+    publish,
+    remove_created,
+    target_of,
+    write_metadata,
+)
 from builder.source import download, fetch_expected_digest, read_local
 from pxepilot._version import __version__
 
@@ -71,6 +80,49 @@ def _name(text: str) -> str:
     return text
 
 
+class _Version(argparse.Action):
+    """
+    C{--version} prints the program's version. Followed by a value, it is the old
+    spelling of C{--version-dir}: kept, with a warning, because a script still using it
+    would otherwise print the version and exit 0 without building anything.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if values is None:
+            sys.stdout.write(f"pxe-pilot-builder {__version__}\n")
+            parser.exit(0)
+        try:
+            setattr(namespace, self.dest, _name(values))
+        except argparse.ArgumentTypeError as e:
+            parser.error(f"argument --version-dir: {e}")
+        sys.stderr.write(
+            f"pxe-pilot-builder: warning: --version {values} is the old spelling of "
+            f"--version-dir {values}, which replaces it\n"
+        )
+
+
+class _Formatter(argparse.HelpFormatter):
+    """
+    Shows C{--version} as the flag it now is, not with the value it still accepts.
+    """
+
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        if isinstance(action, _Version):
+            return ""
+        return super()._format_args(action, default_metavar)
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if isinstance(action, _Version):
+            return action.option_strings[0]
+        return super()._format_action_invocation(action)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pxe-pilot-builder",
@@ -79,6 +131,7 @@ def parser() -> argparse.ArgumentParser:
             "the boot assets pxe-pilot serves: the ISO prepared to fetch its answer from "
             "ANSWER_URL, the kernel, and the initrd holding the ISO."
         ),
+        formatter_class=_Formatter,
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -93,7 +146,9 @@ def parser() -> argparse.ArgumentParser:
         type=_http_url,
         required=True,
         metavar="URL",
-        help="where the installer fetches its answer: pxe-pilot's /answer",
+        help="where the installer fetches its answer: pxe-pilot's /answer as the machines "
+        "reach it (a loopback, link-local or unspecified host, or another path, is refused "
+        "unless --force)",
     )
     p.add_argument(
         "--output",
@@ -128,9 +183,9 @@ def parser() -> argparse.ArgumentParser:
         help="directory name for the product (default: ISONAME from the ISO)",
     )
     p.add_argument(
-        "--version",
+        "--version-dir",
         type=_name,
-        metavar="VER",
+        metavar="NAME",
         help="directory name for the version (default: RELEASE-ISORELEASE)",
     )
     p.add_argument(
@@ -143,7 +198,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip-verify", action="store_true", help="do not check the download against SHA256SUMS"
     )
-    p.add_argument("--force", action="store_true", help="replace an existing version")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing version; build for an answer URL the check refuses "
+        "(with a warning)",
+    )
+    p.add_argument(
+        "--version",
+        action=_Version,
+        nargs="?",
+        dest="version_dir",
+        default=argparse.SUPPRESS,
+        help="print the program's version and exit",
+    )
     return p
 
 
@@ -254,11 +322,14 @@ class _Build:
         self.staging: Path | None = None
         self.pipeline: Pipeline | None = None
         self.pin: Pin | None = None
+        self.created: list[Path] = []
         self._checked_target = False
 
     def target(self, info: ProductInfo) -> Path:
         return target_of(
-            self.args.output, self.args.product or info.iso_name, self.args.version or info.version
+            self.args.output,
+            self.args.product or info.iso_name,
+            self.args.version_dir or info.version,
         )
 
     def _watch(self, count: int) -> None:
@@ -283,11 +354,13 @@ class _Build:
 
     async def run(self) -> Path:
         args = self.args
-        if args.product and args.version:
-            check_target(target_of(args.output, args.product, args.version), args.force)
+        self._check_answer_url()
+        if args.product and args.version_dir:
+            check_target(target_of(args.output, args.product, args.version_dir), args.force)
         # Before anything is created or downloaded: a wrong answer URL fails in seconds
         # and leaves nothing behind.
         self.pin = await self._pin()
+        self.created = create_output(args.output)
         self.staging = make_staging(args.output)
         if args.iso is not None:
             result, verification = await self._local(args.iso)
@@ -302,8 +375,25 @@ class _Build:
         write_metadata(self.staging, metadata(args, result, verification, built, self.pin))
         publish(self.staging, target, args.force)
         self.staging = None
+        self.created = []
         self.progress.step(f"published {info.product_name} {info.version} in {target}")
         return target
+
+    def _check_answer_url(self) -> None:
+        url = self.args.answer_url
+        found = answer_url.problems(url)
+        if not found:
+            return
+        reasons = "; ".join(found)
+        if not self.args.force:
+            raise BuildError(
+                f"the answer URL {url} will not reach pxe-pilot: {reasons}; give pxe-pilot's "
+                "/answer as the installed machines reach it, or --force to build anyway"
+            )
+        self.progress.step(
+            f"pxe-pilot-builder: warning: the answer URL {url} may not reach pxe-pilot: "
+            f"{reasons}; building anyway (--force)"
+        )
 
     async def _pin(self) -> Pin | None:
         url = self.args.answer_url
@@ -352,6 +442,7 @@ class _Build:
             self._pipeline,
             self._watch,
             lambda size: self.progress.start(f"downloading {url}", size),
+            notice=self.progress.step,
         )
         result = await self._finish(pipeline)
         if expected is not None:
@@ -381,6 +472,8 @@ class _Build:
         if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
             self.staging = None
+        remove_created(self.created)
+        self.created = []
 
 
 async def build(
@@ -401,7 +494,8 @@ async def build(
         import treq
 
         client = treq
-    run = _Build(reactor, args, client, Progress(stream or sys.stderr), threaded, now)
+    progress = Progress(stream or sys.stderr, clock=reactor)
+    run = _Build(reactor, args, client, progress, threaded, now)
     # Ctrl-C stops the reactor: nothing half-built may stay behind then either. The
     # cleanup is idempotent, so the trigger can stay once the build is over.
     reactor.addSystemEventTrigger("before", "shutdown", run.cleanup)

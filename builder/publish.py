@@ -22,6 +22,39 @@ REPLACED_PREFIX = ".replaced-"
 METADATA = "asset.json"
 
 
+def create_output(output: Path) -> list[Path]:
+    """
+    Create C{output} and whichever of its parents are missing.
+
+    @return: The directories created, deepest first, for L{remove_created} to take back
+        after a failure.
+    @raise BuildError: when C{output} cannot be created.
+    """
+    missing = []
+    for directory in (output, *output.parents):
+        if directory.exists() or directory.is_symlink():
+            break
+        missing.append(directory)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        remove_created(missing)
+        raise BuildError(f"cannot create the output directory {output}: {e.strerror}") from None
+    return missing
+
+
+def remove_created(directories: list[Path]) -> None:
+    """
+    Remove the directories a failed build created, deepest first, as far as they are
+    empty: anything another process put there meanwhile stays.
+    """
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+
+
 def make_staging(output: Path) -> Path:
     """
     A new, hidden staging directory in C{output} (created if need be). Staging
@@ -98,6 +131,7 @@ def publish(staging: Path, target: Path, force: bool) -> None:
     @raise BuildError: when the target exists and C{force} is not given.
     """
     check_target(target, force)
+    created = [] if target.parent.exists() else [target.parent]
     target.parent.mkdir(parents=True, exist_ok=True)
     _fsync_dir(staging)
     replaced = None
@@ -109,6 +143,7 @@ def publish(staging: Path, target: Path, force: bool) -> None:
     except OSError as e:
         if replaced is not None:
             replaced.rename(target)
+        remove_created(created)
         if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
             raise BuildError(f"{target} appeared during the build; use --force") from None
         raise

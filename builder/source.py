@@ -15,9 +15,11 @@ from typing import Any
 from hyperlink import DecodedURL
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import (
+    ConnectError,
     ConnectingCancelledError,
     ConnectionLost,
     ConnectionRefusedError,
+    DNSLookupError,
     TCPTimedOutError,
     TimeoutError,
 )
@@ -90,15 +92,17 @@ async def fetch_expected_digest(reactor: Any, client: Any, iso_url: str) -> str 
     @raise BuildError: when C{SHA256SUMS} exists but does not list the ISO.
     """
     url = sums_url(iso_url)
+    # It is the ISO the user asked for: name it, not only the file fetched first.
+    what = f"{url} (the checksums of {iso_url})"
     try:
         response = await client.get(url, timeout=HEADERS_TIMEOUT, reactor=reactor)
         body = await response.content()
     except Exception as e:
-        raise BuildError(f"cannot fetch {url}: {_describe(e)}") from None
+        raise BuildError(f"cannot fetch {what}: {_describe(e)}") from None
     if response.code == 404:
         return None
     if response.code != 200:
-        raise BuildError(f"cannot fetch {url}: HTTP {response.code}")
+        raise BuildError(f"cannot fetch {what}: HTTP {response.code}")
     digest = expected_digest(body.decode("utf-8", "replace"), iso_url)
     if digest is None:
         raise BuildError(f"{url} has no entry for {DecodedURL.from_text(iso_url).path[-1]}")
@@ -210,7 +214,13 @@ def _describe(error: BaseException) -> str:
         return "; ".join(_describe(r) for r in reasons) or "connection lost"
     if isinstance(error, TimeoutError | CancelledError | ConnectingCancelledError):
         return "timed out"
-    text = str(error).strip()
+    if isinstance(error, ConnectError) and isinstance(error.osError, int):
+        # Twisted's own text repeats itself ("Connection was refused by other side: 111:
+        # Connection refused."); the system's is the part that says something.
+        return os.strerror(error.osError)
+    if isinstance(error, TCPTimedOutError):
+        return "connection timed out"
+    text = str(error).strip().rstrip(".")
     return text or type(error).__name__
 
 
@@ -233,6 +243,7 @@ async def download(
     progress: Callable[[int], None],
     on_size: Callable[[int | None], None],
     retries: int = 5,
+    notice: Callable[[str], None] | None = None,
 ) -> Pipeline:
     """
     Download C{url} into a pipeline, resuming with a Range request after a dropped
@@ -240,7 +251,9 @@ async def download(
 
     @param make_pipeline: Makes the pipeline once the size is known (or again, from
         the start, when a server ignores the Range request).
-    @raise BuildError: for HTTP errors, and when the retries are used up.
+    @param notice: Told, in a line, of each retry and why.
+    @raise BuildError: for HTTP and connection errors, and when the retries are used up;
+        the message names C{url}.
     """
     pipeline: Pipeline | None = None
     failures = 0
@@ -280,7 +293,14 @@ async def download(
                 raise BuildError(
                     f"download of {url} failed {failures} times in a row: {_describe(e)}"
                 ) from None
-            await deferLater(reactor, min(2**failures, 30) if failures else 0.5, lambda: None)
+            delay = min(2**failures, 30) if failures else 0.5
+            if notice is not None:
+                notice(f"download of {url} interrupted: {_describe(e)}; retrying in {delay:g} s")
+            await deferLater(reactor, delay, lambda: None)
+        except (ConnectError, DNSLookupError) as e:
+            if pipeline is not None:
+                pipeline.abort()
+            raise BuildError(f"cannot download {url}: {_describe(e)}") from None
         except BaseException:
             if pipeline is not None:
                 pipeline.abort()

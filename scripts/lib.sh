@@ -1,4 +1,4 @@
-# Shared by scripts/test, scripts/run-example and .ci/run. POSIX sh.
+# Shared by scripts/test and scripts/run-example. POSIX sh.
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -6,7 +6,10 @@ say() {
     printf '%s: %s\n' "$(basename "$0")" "$*" >&2
 }
 
-# need_packages PACKAGE...: install the Debian packages that are missing.
+# need_packages PACKAGE...: make sure these Debian packages are installed. As root the
+# missing ones are installed with apt-get; anyone else is shown the command to run and
+# the script stops, rather than waiting at a sudo password prompt that scrolls away in
+# the output of a long run.
 need_packages() {
     missing=""
     for package in "$@"; do
@@ -15,17 +18,16 @@ need_packages() {
         fi
     done
     [ -z "$missing" ] && return 0
-    if [ "$(id -u)" -eq 0 ]; then
-        sudo=""
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo="sudo"
-    else
-        say "please install these Debian packages first:$missing"
+    if [ "$(id -u)" -ne 0 ]; then
+        say "missing Debian packages:$missing; install them, then run $(basename "$0") again:"
+        printf '    sudo apt-get install --no-install-recommends%s\n' "$missing" >&2
         exit 1
     fi
     say "installing Debian packages:$missing"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing ||
-        { $sudo apt-get update && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing; }
+    export DEBIAN_FRONTEND=noninteractive
+    # A fresh machine (or container) may have no package lists yet.
+    apt-get install -y --no-install-recommends $missing ||
+        { apt-get update && apt-get install -y --no-install-recommends $missing; }
 }
 
 # ensure_venv DIR: a virtualenv of python3 (3.11 or newer) in DIR.

@@ -26,11 +26,15 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from builder.testing import cd_info, make_iso, proxmox_files
+from pxepilot._version import __version__
 from tests.builder.helpers import iso_file, split_combined
 from tests.builder.servers import IsoServer, closed_port, self_signed, tls_server
 
 BUILDER = str(Path(sys.executable).parent / "pxe-pilot-builder")
 ANSWER = "http://192.0.2.10:8080/answer"
+# The tests' answer servers listen on loopback, which the builder builds for only when
+# told to.
+LOOPBACK = "--force"
 INITRD = b"\x1f\x8b initramfs " * 5000
 
 
@@ -106,8 +110,8 @@ def test_local_iso(iso: Path, tmp_path: Path) -> None:
 
 def test_named_layout_and_names(iso: Path, tmp_path: Path) -> None:
     """
-    --layout named keeps initrd.img and proxmox.iso; --product and --version name the
-    directories.
+    --layout named keeps initrd.img and proxmox.iso; --product and --version-dir name
+    the directories.
     """
     result = builder(
         "--iso",
@@ -120,7 +124,7 @@ def test_named_layout_and_names(iso: Path, tmp_path: Path) -> None:
         "named",
         "--product",
         "pve-lab",
-        "--version",
+        "--version-dir",
         "9.1-test",
     )
     assert result.returncode == 0, result.stderr
@@ -192,6 +196,7 @@ def test_help() -> None:
         "--cert-fingerprint",
         "--answer-token",
         "--product",
+        "--version-dir",
         "--version",
         "--layout",
         "--skip-verify",
@@ -442,7 +447,9 @@ def test_pins_the_server_certificate(iso: Path, tmp_path: Path) -> None:
     certificate = self_signed(tmp_path)
     with tls_server(certificate) as server:
         url = f"https://127.0.0.1:{server.port}/answer"
-        result = builder("--iso", iso, "--answer-url", url, "--output", tmp_path / "assets")
+        result = builder(
+            "--iso", iso, "--answer-url", url, "--output", tmp_path / "assets", LOOPBACK
+        )
     assert result.returncode == 0, result.stderr
     expected = openssl_fingerprint(certificate.der)
     target = tmp_path / "assets" / "proxmox-ve" / "9.1-1"
@@ -482,6 +489,7 @@ def test_given_fingerprint_is_normalised_and_nothing_fetched(iso: Path, tmp_path
             digest,
             "--output",
             tmp_path / "assets",
+            LOOPBACK,
         )
     assert result.returncode == 0, result.stderr
     target = tmp_path / "assets" / "proxmox-ve" / "9.1-1"
@@ -501,7 +509,14 @@ def test_no_cert_pin_leaves_trust_to_the_system_cas(iso: Path, tmp_path: Path) -
     with closed_port() as port:
         url = f"https://127.0.0.1:{port}/answer"
         result = builder(
-            "--iso", iso, "--answer-url", url, "--no-cert-pin", "--output", tmp_path / "assets"
+            "--iso",
+            iso,
+            "--answer-url",
+            url,
+            "--no-cert-pin",
+            "--output",
+            tmp_path / "assets",
+            LOOPBACK,
         )
         both = builder(
             "--iso",
@@ -614,13 +629,14 @@ async def test_unusable_answer_server_fails_first(
                 url,
                 "--output",
                 str(output),
+                LOOPBACK,
             )
             elapsed = time.monotonic() - started
     finally:
         await maybeDeferred(port.stopListening)
         await maybeDeferred(plain.stopListening)
     assert code == 1
-    [line] = err.strip().splitlines()
+    [_warning, line] = err.strip().splitlines()
     cause = "Connection refused" if listening == "nothing" else "TLS handshake failed"
     assert line.startswith(
         f"pxe-pilot-builder: error: cannot pin the certificate of {url}: {cause}"
@@ -629,3 +645,130 @@ async def test_unusable_answer_server_fails_first(
     assert elapsed < 30
     assert server.requests == []
     assert not output.exists()
+
+
+def test_version_prints_the_program_version() -> None:
+    """
+    --version prints the program's version and exits 0, whatever else is given.
+    """
+    for args in (["--version"], ["--iso", "x.iso", "--version"]):
+        result = builder(*args)
+        assert (result.returncode, result.stdout, result.stderr) == (
+            0,
+            f"pxe-pilot-builder {__version__}\n",
+            "",
+        )
+
+
+def test_old_version_dir_spelling_still_builds(iso: Path, tmp_path: Path) -> None:
+    """
+    --version with a value, the option's old spelling, still names the version's
+    directory, with a warning naming --version-dir; it never prints the version and
+    exits 0 without building, which a script relying on it would not notice.
+    """
+    result = builder(
+        "--iso", iso, "--answer-url", ANSWER, "--output", tmp_path, "--version", "9.1-old"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert (
+        "pxe-pilot-builder: warning: --version 9.1-old is the old spelling of "
+        "--version-dir 9.1-old, which replaces it"
+    ) in result.stderr.splitlines()
+    check_assets(tmp_path / "proxmox-ve" / "9.1-old")
+    bad = builder("--iso", iso, "--answer-url", ANSWER, "--version", "../x")
+    assert bad.returncode == 2
+    assert "usable directory name" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:8080/answer", "its host 127.0.0.1 is loopback"),
+        ("http://127.3.2.1:8080/answer", "its host 127.3.2.1 is loopback"),
+        ("http://localhost:8080/answer", "its host localhost is loopback"),
+        ("http://[::1]:8080/answer", "its host ::1 is loopback"),
+        ("https://169.254.10.20:8443/answer", "its host 169.254.10.20 is link-local"),
+        ("http://[fe80::1]:8080/answer", "its host fe80::1 is link-local"),
+        ("http://0.0.0.0:8080/answer", "its host 0.0.0.0 is the unspecified address"),
+        ("http://[::]:8080/answer", "its host :: is the unspecified address"),
+        ("http://192.0.2.10:8080/", "its path is /, not pxe-pilot's /answer"),
+        ("http://192.0.2.10:8080", "its path is empty, not pxe-pilot's /answer"),
+        ("http://192.0.2.10:8080/answers", "its path is /answers, not pxe-pilot's /answer"),
+        ("http://192.0.2.10:8080/webhook", "its path is /webhook, not pxe-pilot's /answer"),
+    ],
+)
+def test_answer_url_that_cannot_be_pxe_pilot(
+    iso: Path, tmp_path: Path, url: str, reason: str
+) -> None:
+    """
+    An answer URL the installed machines cannot reach pxe-pilot's /answer at is refused
+    with one line saying why, before anything is created; --force builds it anyway,
+    with the same reason as a warning.
+    """
+    output = tmp_path / "assets"
+    refused = builder("--iso", iso, "--answer-url", url, "--output", output, "--no-cert-pin")
+    assert refused.returncode == 1
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith(f"pxe-pilot-builder: error: the answer URL {url} will not reach "), line
+    assert reason in line, line
+    assert line.endswith("or --force to build anyway"), line
+    assert not output.exists()
+
+    forced = builder(
+        "--iso", iso, "--answer-url", url, "--output", output, "--no-cert-pin", "--force"
+    )
+    assert forced.returncode == 0, forced.stderr
+    [warning] = [line for line in forced.stderr.splitlines() if "warning" in line]
+    assert warning.startswith(f"pxe-pilot-builder: warning: the answer URL {url} may not ")
+    assert reason in warning
+    assert check_assets(output / "proxmox-ve" / "9.1-1")["answer"]["url"] == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://192.0.2.10:8080/answer",
+        "https://pxe.example.com/answer",
+        "http://[2001:db8::10]:8080/answer",
+        "http://192.0.2.10:8000/pxe/answer",
+    ],
+)
+def test_answer_urls_that_can_be_pxe_pilot(iso: Path, tmp_path: Path, url: str) -> None:
+    """
+    An address or name the machines may reach, with pxe-pilot's route (under a prefix
+    when pxe-pilot is embedded in another site), builds without a word about it.
+    """
+    result = builder("--iso", iso, "--answer-url", url, "--output", tmp_path, "--no-cert-pin")
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr
+
+
+def test_refused_iso_url_is_named(tmp_path: Path) -> None:
+    """
+    A server that refuses the connection fails the build at once with one line naming
+    the ISO's URL and the cause, and nothing is created.
+    """
+    output = tmp_path / "srv" / "assets"
+    with closed_port() as port:
+        url = f"http://127.0.0.1:{port}/iso/proxmox-ve_9.1-1.iso"
+        result = builder("--iso-url", url, "--answer-url", ANSWER, "--output", output)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("pxe-pilot-builder: error: cannot fetch "), line
+    assert f"the checksums of {url}" in line
+    assert line.endswith(": Connection refused"), line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_build_leaves_no_directory(tmp_path: Path) -> None:
+    """
+    A build that fails after creating its output directory (and the missing parents)
+    removes them: the file system is as it was.
+    """
+    (tmp_path / "not.iso").write_bytes(b"ISO")
+    output = tmp_path / "srv" / "pxe" / "assets"
+    result = builder("--iso", tmp_path / "not.iso", "--answer-url", ANSWER, "--output", output)
+    assert result.returncode == 1
+    assert "truncated or not an ISO 9660 image" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not.iso"]

@@ -1,6 +1,7 @@
 """
 Downloading the ISO in memory (treq's StubTreq): verification against SHA256SUMS, HTTP
-errors, and resuming after a dropped connection.
+and connection errors, resuming after a dropped connection, and what a failed run
+leaves behind.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import hashlib
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionRefusedError, DNSLookupError
 from twisted.internet.testing import MemoryReactorClock
 
 from builder.cli import build, parser
@@ -52,15 +55,16 @@ def args(output: Path, *extra: str) -> argparse.Namespace:
     )
 
 
-def run_build(server: IsoServer, output: Path, *extra: str) -> Deferred[Path]:
+def run_build(
+    server: IsoServer, output: Path, *extra: str, client: Any = None, stream: Any = None
+) -> Deferred[Path]:
     clock = MemoryReactorClock()
-    stream = io.StringIO()
     d = Deferred.fromCoroutine(
         build(
             clock,
             args(output, *extra),
-            client=StubTreq(server),
-            stream=stream,
+            client=client or StubTreq(server),
+            stream=stream or io.StringIO(),
             threaded=False,
             now=0,
         )
@@ -105,7 +109,7 @@ def test_mismatch_keeps_nothing(iso: bytes, tmp_path: Path) -> None:
     failure = run_build(server, tmp_path / "assets")
     with pytest.raises(BuildError, match="SHA-256 mismatch"):
         result_of(failure)
-    assert list((tmp_path / "assets").iterdir()) == []
+    assert not (tmp_path / "assets").exists()
 
 
 def test_sums_without_the_iso(iso: bytes, tmp_path: Path) -> None:
@@ -141,7 +145,7 @@ def test_http_errors(iso: bytes, tmp_path: Path, status: int, message: str) -> N
     server = IsoServer(files, status=status)
     with pytest.raises(BuildError, match=message):
         result_of(run_build(server, tmp_path / "assets", "--skip-verify"))
-    assert list((tmp_path / "assets").iterdir()) == []
+    assert not (tmp_path / "assets").exists()
 
 
 def test_dropped_connections_resume(iso: bytes, tmp_path: Path) -> None:
@@ -167,7 +171,7 @@ def test_retries_are_bounded(iso: bytes, tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="failed 6 times in a row"):
         result_of(run_build(server, tmp_path / "assets", "--skip-verify"))
     assert len(server.ranges) == 6
-    assert list((tmp_path / "assets").iterdir()) == []
+    assert not (tmp_path / "assets").exists()
 
 
 def test_server_ignoring_range_restarts(iso: bytes, tmp_path: Path) -> None:
@@ -199,3 +203,94 @@ def test_existing_version_is_found_before_the_end(iso: bytes, tmp_path: Path) ->
         result_of(run_build(server, tmp_path / "assets", "--skip-verify"))
     assert (existing / "asset.json").read_text() == "{}"
     assert sorted(p.name for p in (tmp_path / "assets").iterdir()) == ["proxmox-ve"]
+
+
+def test_failed_run_removes_the_directories_it_created(iso: bytes, tmp_path: Path) -> None:
+    """
+    A run that fails takes back every directory it made on the way to its output
+    directory: nothing empty is left behind.
+    """
+    server = IsoServer({"proxmox-ve_9.1-1.iso": iso}, status=500)
+    with pytest.raises(BuildError, match="HTTP 500"):
+        result_of(run_build(server, tmp_path / "srv" / "pxe" / "assets", "--skip-verify"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_run_leaves_an_existing_output_as_it_was(iso: bytes, tmp_path: Path) -> None:
+    """
+    An output directory that was there before keeps exactly what it held when a run
+    fails after the whole ISO has arrived and been written.
+    """
+    output = tmp_path / "assets"
+    (output / "proxmox-backup-server" / "4.1-1").mkdir(parents=True)
+    (output / "notes.txt").write_text("an operator's file")
+    before = sorted(str(p.relative_to(output)) for p in output.rglob("*"))
+    server = IsoServer({"proxmox-ve_9.1-1.iso": iso, "SHA256SUMS": sums(b"other")})
+    with pytest.raises(BuildError, match="SHA-256 mismatch"):
+        result_of(run_build(server, output))
+    assert sorted(str(p.relative_to(output)) for p in output.rglob("*")) == before
+
+
+class Refusing:
+    """
+    A treq-like client whose every connection fails with C{error}.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.urls: list[str] = []
+
+    def get(self, url: str, **kwargs: Any) -> Deferred[Any]:
+        self.urls.append(url)
+        return fail(self.error)
+
+
+def refused() -> ConnectionRefusedError:
+    return ConnectionRefusedError(osError=111, string="Connection refused")
+
+
+def test_refused_checksums_name_the_iso_url(tmp_path: Path) -> None:
+    """
+    When the server refuses the first request (SHA256SUMS), the error names the ISO
+    the user asked for and says why in the system's words; nothing is created.
+    """
+    client = Refusing(refused())
+    with pytest.raises(BuildError) as raised:
+        result_of(run_build(IsoServer({}), tmp_path / "assets", client=client))
+    assert str(raised.value) == (
+        "cannot fetch http://mirror.test/iso/SHA256SUMS (the checksums of "
+        f"{URL}): Connection refused"
+    )
+    assert not (tmp_path / "assets").exists()
+
+
+def test_refused_download_names_the_iso_url(tmp_path: Path) -> None:
+    """
+    A refused download is retried, each retry said in a line, and then fails with the
+    ISO's URL and the cause.
+    """
+    client = Refusing(refused())
+    stream = io.StringIO()
+    with pytest.raises(BuildError) as raised:
+        result_of(
+            run_build(
+                IsoServer({}), tmp_path / "assets", "--skip-verify", client=client, stream=stream
+            )
+        )
+    assert str(raised.value) == (f"download of {URL} failed 6 times in a row: Connection refused")
+    assert client.urls == [URL] * 6
+    retries = [line for line in stream.getvalue().splitlines() if "retrying" in line]
+    assert retries[0] == f"download of {URL} interrupted: Connection refused; retrying in 2 s"
+    assert len(retries) == 5
+    assert not (tmp_path / "assets").exists()
+
+
+def test_unknown_host_names_the_iso_url(tmp_path: Path) -> None:
+    """
+    A name that does not resolve fails at once (no retry cures it), naming the ISO.
+    """
+    client = Refusing(DNSLookupError("no results for hostname lookup: mirror.test"))
+    with pytest.raises(BuildError) as raised:
+        result_of(run_build(IsoServer({}), tmp_path / "assets", "--skip-verify", client=client))
+    assert str(raised.value).startswith(f"cannot download {URL}: DNS lookup failed")
+    assert client.urls == [URL]
