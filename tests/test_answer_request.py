@@ -53,6 +53,7 @@ def test_fixtures(fixture: str, schema: str | None, release: str, upper_case: bo
         upper_case_macs=upper_case,
         serial="7XK2LM3",
         uuid="4c4c4544-0058-4b10-8032-b7c04f4c4d33",
+        model="PowerEdge R650",
     )
     assert request.release_label == release
 

@@ -125,7 +125,7 @@ def state(client: Client, mac: MacAddress = MAC) -> HostState | None:
 def test_the_page_shows_the_timeline_and_what_the_host_reported(client: Client) -> None:
     """
     Every event with its time and its source, the installer it booted, the answer file
-    it matches and what it reported: serial, FQDN, address.
+    it matches and what it reported: serial, model, FQDN, address.
     """
     install(client)
     code, html = page(client, PAGE)
@@ -141,6 +141,7 @@ def test_the_page_shows_the_timeline_and_what_the_host_reported(client: Client) 
     for fact in (
         "Installer proxmox-ve/9.1-1",
         "Serial 7XK2LM3",
+        "Model PowerEdge R650",
         "Answer served default.toml",
         "FQDN pve01. example. com",
         "Address 192.0.2.21/24",

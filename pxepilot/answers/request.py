@@ -50,6 +50,7 @@ class InstallerRequest:
     @ivar schema_version: C{$schema.version}; absent from 8.2 installers.
     @ivar serial: The DMI system serial number, if sent and not empty.
     @ivar uuid: The DMI system UUID, if sent and not empty.
+    @ivar model: The DMI system product name (C{PowerEdge R650}), if sent and not empty.
     @ivar upper_case_macs: Whether the MAC addresses came in upper case (9.2 on).
     """
 
@@ -62,6 +63,7 @@ class InstallerRequest:
     schema_version: str | None = None
     serial: str | None = None
     uuid: str | None = None
+    model: str | None = None
     upper_case_macs: bool = False
 
     @property
@@ -162,6 +164,7 @@ def parse_installer_request(body: bytes) -> InstallerRequest:
         schema_version=text_field(table_field(document, "$schema"), "version"),
         serial=text_field(system, "serial"),
         uuid=text_field(system, "uuid"),
+        model=text_field(system, "name"),
         upper_case_macs=upper_case,
     )
 

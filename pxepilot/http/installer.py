@@ -120,6 +120,7 @@ class InstallerRoutes:
         identity = {
             "serial": installer.serial,
             "uuid": installer.uuid,
+            "model": installer.model,
             "product": installer.product,
             "client": client,
         }
