@@ -16,9 +16,16 @@ from typing import Any, TextIO
 from attrs import frozen
 
 from pxepilot.answers.check import check_answer
-from pxepilot.answers.files import DEFAULT_NAME, AnswersUnavailable, DirectoryAnswerFiles
+from pxepilot.answers.files import (
+    DEFAULT_NAME,
+    DEFAULT_TEMPLATE,
+    HOSTS_DIR,
+    AnswersUnavailable,
+    DirectoryAnswerFiles,
+)
 from pxepilot.answers.lines import key_lines
 from pxepilot.answers.lint import Finding, errors, lint_range
+from pxepilot.answers.template import INVENTORY_NAME, TEMPLATE_SUFFIX, TemplateError, renderings
 from pxepilot.answers.versions import InstallerVersion, VersionRange
 from pxepilot.boot.health import AssetsHealth
 from pxepilot.tls import TLSSetupError
@@ -71,11 +78,16 @@ def check_files(
             listing = DirectoryAnswerFiles(path).listing()
         except AnswersUnavailable as e:
             raise CheckError(f"{path}: {e}") from None
-        names = ([DEFAULT_NAME] if listing.default_present else []) + [
-            f.name for f in listing.host_files
-        ]
+        names = (
+            ([DEFAULT_NAME] if listing.default_present else [])
+            + ([DEFAULT_TEMPLATE] if listing.default_template_present else [])
+            + [f.name for f in listing.host_files]
+            + [f.name for f in listing.identity_files if f.key is not None]
+        )
         named = [(name, path / name) for name in names]
-        unrecognised = list(listing.unrecognised)
+        unrecognised = list(listing.unrecognised) + [
+            f.name for f in listing.useless_identity_files()
+        ]
     checked = []
     for name, file in named:
         try:
@@ -83,14 +95,61 @@ def check_files(
         except OSError as e:
             checked.append(CheckedFile(name, file, unreadable=e.strerror or str(e)))
             continue
-        problem = check_answer(data)
-        if problem is not None:
-            finding = Finding("error", "", problem.message, line=problem.line)
-            checked.append(CheckedFile(name, file, (finding,)))
-            continue
-        findings = tuple(lint_range(data, versions, product))
-        checked.append(CheckedFile(name, file, findings, plain_password(data)))
+        if name.endswith(TEMPLATE_SUFFIX):
+            checked += _check_template(name, file, data, path / INVENTORY_NAME, versions, product)
+        else:
+            checked.append(_check_one(name, file, data, versions, product))
     return unrecognised, checked
+
+
+def _check_one(
+    name: str, file: Path, data: bytes, versions: VersionRange, product: str | None
+) -> CheckedFile:
+    problem = check_answer(data)
+    if problem is not None:
+        finding = Finding("error", "", problem.message, line=problem.line)
+        return CheckedFile(name, file, (finding,))
+    findings = tuple(lint_range(data, versions, product))
+    return CheckedFile(name, file, findings, plain_password(data))
+
+
+def _check_template(
+    name: str,
+    file: Path,
+    data: bytes,
+    inventory: Path,
+    versions: VersionRange,
+    product: str | None,
+) -> list[CheckedFile]:
+    """
+    A template checked as rendered for every inventory host, one result per host.
+    """
+    try:
+        made = renderings(data, inventory.read_bytes())
+    except OSError as e:
+        return [CheckedFile(name, file, unreadable=f"{INVENTORY_NAME}: {e.strerror or e}")]
+    except TemplateError as e:
+        return [CheckedFile(name, file, (Finding("error", "", str(e), line=e.line),))]
+    if not made:
+        return [CheckedFile(name, file, unreadable=f"{INVENTORY_NAME} lists no [[host]]")]
+    checked = []
+    for host, rendered in made:
+        named = f"{name} for {host}"
+        if isinstance(rendered, TemplateError):
+            finding = Finding("error", "", str(rendered), line=rendered.line)
+            checked.append(CheckedFile(named, file, (finding,)))
+        else:
+            checked.append(_check_one(named, file, rendered, versions, product))
+    return checked
+
+
+def never_served(name: str) -> str:
+    """
+    Why a file in the answers directory is never served.
+    """
+    if name.startswith(f"{HOSTS_DIR}/"):
+        return "the file name is not a MAC address"
+    return "the file name is a firmware placeholder or malformed, which names no machine"
 
 
 def check(path: Path, version: InstallerVersion, product: str | None, out: TextIO) -> int:
@@ -105,7 +164,7 @@ def check(path: Path, version: InstallerVersion, product: str | None, out: TextI
         print(f"pxe-pilot: error: {e}", file=sys.stderr)
         return 1
     for name in unrecognised:
-        print(f"{name}: warning: the file name is not a MAC address; never served", file=out)
+        print(f"{name}: warning: {never_served(name)}; never served", file=out)
     if not checked:
         print(f"pxe-pilot: error: {path}: no default.toml and no hosts/*.toml", file=sys.stderr)
         return 1
@@ -159,8 +218,10 @@ def check_json(arguments: argparse.Namespace, version: InstallerVersion, out: Te
                     "severity": "warning",
                     "key": "",
                     "line": None,
-                    "message": "the file name is not a MAC address; never served",
-                    "fix": "name it after a MAC address, such as hosts/b0-7b-25-c1-0a-10.toml",
+                    "message": f"{never_served(name)}; never served",
+                    "fix": "name it after a MAC address, such as hosts/b0-7b-25-c1-0a-10.toml"
+                    if name.startswith(f"{HOSTS_DIR}/")
+                    else "name it after the machine's own serial number, UUID or model",
                     "versions": str(versions),
                 }
             ],

@@ -2,7 +2,7 @@
 C{pxe-pilot}: the operator's command line, working against a running pxe-pilot.
 
     pxe-pilot hosts                  every known host and its state
-    pxe-pilot status MAC             one host's state and timeline
+    pxe-pilot status MAC|SERIAL      one host's state and timeline
     pxe-pilot reinstall MAC          re-arm an installed host
     pxe-pilot check [ANSWERS_DIR]    lint answer files for an installer version (offline);
                                      --json for CI
@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
 
 from pxepilot._version import __version__
+from pxepilot.answers.identity import model_key, serial_key, uuid_key
 from pxepilot.answers.versions import NEWEST, InstallerVersion
 from pxepilot.check_command import check, check_json, check_pinning
 from pxepilot.hosts.page import age
@@ -97,7 +99,9 @@ def parser() -> argparse.ArgumentParser:
     hosts = commands.add_parser("hosts", help="every known host and its state")
     hosts.add_argument("--json", action="store_true", help="print the server's JSON")
     status = commands.add_parser("status", help="one host's state and timeline")
-    status.add_argument("mac", metavar="MAC")
+    status.add_argument(
+        "mac", metavar="MAC", help="its MAC address, or the serial number, UUID or model it sent"
+    )
     status.add_argument("--json", action="store_true", help="print the server's JSON")
     reinstall = commands.add_parser(
         "reinstall", help="re-arm a host: its next network boot installs again"
@@ -227,7 +231,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         react(lambda reactor: ensureDeferred(_simulate(reactor, arguments, body, accept)))
     if arguments.command == "tls":
         raise SystemExit(tls(arguments, datetime.now(UTC), sys.stdout))
-    if "mac" in arguments:
+    if arguments.command == "status":
+        try:
+            arguments.mac = MacAddress.parse(arguments.mac)
+        except MacAddressError:
+            # Not a MAC address: a serial number, UUID or model the server looks up.
+            if not any(key(arguments.mac) for key in (uuid_key, serial_key, model_key)):
+                parser().error(
+                    f"{describe(arguments.mac)} is not a MAC address, serial number, UUID or model"
+                )
+    elif "mac" in arguments:
         try:
             arguments.mac = MacAddress.parse(arguments.mac)
         except MacAddressError:
@@ -281,7 +294,9 @@ async def run(reactor: Any, arguments: argparse.Namespace, out: TextIO) -> None:
         else:
             print_hosts(report.get("known_hosts", []), time.time(), out)
     elif arguments.command == "status":
-        report = await client.call("GET", f"hosts/{arguments.mac}/status")
+        # A serial number or model may hold characters a URL path cannot.
+        named = urllib.parse.quote(str(arguments.mac), safe=":")
+        report = await client.call("GET", f"hosts/{named}/status")
         if arguments.json:
             print(json.dumps(report, indent=2), file=out)
         else:
@@ -432,7 +447,10 @@ def print_status(host: dict[str, Any], now: float, out: TextIO) -> None:
     print(f"{host['mac']}: {host['state']} since {age(now - host['since'])}", file=out)
     for label, value in (
         ("serial", host.get("serial")),
+        ("uuid", host.get("uuid")),
+        ("model", host.get("model")),
         ("answer", host.get("answer")),
+        ("rule", host.get("rule")),
         ("fqdn", installation.get("fqdn")),
         ("address", installation.get("address")),
         ("installed", installation.get("version")),

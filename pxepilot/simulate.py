@@ -20,6 +20,7 @@ from typing import Any
 from attrs import frozen
 
 from pxepilot.answers.decision import Decision, Installed, Refuse, Serve, decide_answer
+from pxepilot.answers.identity import Identity, Rule
 from pxepilot.answers.lint import Finding, errors
 from pxepilot.answers.request import InstallerRequest
 from pxepilot.answers.service import AnswerService, Changing, Invalid, NoAnswer, Resolution, Served
@@ -29,6 +30,7 @@ from pxepilot.answers.versions import (
     VersionRange,
     installer_versions,
 )
+from pxepilot.hosts.ledger import installed_by_identity
 from pxepilot.hosts.model import Host
 from pxepilot.macs import MacAddress
 
@@ -38,6 +40,8 @@ PRODUCTS = {
     "pmg": "Proxmox Mail Gateway",
     "pdm": "Proxmox Datacenter Manager",
 }
+
+_RULE_NAMES = {Rule.UUID: "system UUID", Rule.SERIAL: "serial number", Rule.MODEL: "model"}
 
 # What a 9.2 or later installer sends in C{Accept}; older ones send none.
 JSON_ACCEPT = "application/json, application/toml;q=0.5"
@@ -55,6 +59,7 @@ def installer_body(
     product: str = "pve",
     serial: str | None = None,
     uuid: str | None = None,
+    model: str | None = None,
 ) -> tuple[bytes, str | None]:
     """
     The system information installer C{version} of C{product} would POST for a machine
@@ -76,7 +81,7 @@ def installer_body(
             "release": f"{version.major - offset}.{version.minor}",
             "isorelease": "1",
         }
-    document["dmi"] = {"system": {"serial": serial or "", "uuid": uuid or ""}}
+    document["dmi"] = {"system": {"serial": serial or "", "uuid": uuid or "", "name": model or ""}}
     document["network_interfaces"] = [
         {"link": f"nic{index}", "mac": str(mac).upper() if upper else str(mac)}
         for index, mac in enumerate(macs)
@@ -163,8 +168,10 @@ class Simulation:
         searched = "its MAC address" if len(macs) == 1 else f"any of its {len(macs)} MAC addresses"
         if isinstance(resolution, NoAnswer):
             return f"no host file for {searched} and no default.toml"
-        if isinstance(resolution, Served) and resolution.mac is None:
+        if isinstance(resolution, Served) and resolution.rule is Rule.DEFAULT:
             return f"no host file for {searched}: the default"
+        if isinstance(resolution, Served) and resolution.mac is None:
+            return f"no host file for {searched}: the file of its {_RULE_NAMES[resolution.rule]}"
         if isinstance(resolution, Served) and resolution.mac is not None:
             index = macs.index(resolution.mac)
             before = (
@@ -191,6 +198,7 @@ class Simulation:
             "file": self.source,
             "why": self.why(),
             "matched_mac": None if matched is None else str(matched),
+            "rule": self.resolution.rule.value if isinstance(self.resolution, Served) else None,
             "installer_version": str(self.versions),
             "checked": isinstance(self.checked, Serve),
             "findings": [finding.as_json() for finding in self.findings],
@@ -205,6 +213,7 @@ class Simulation:
                 "release": installer.release_label,
                 "serial": installer.serial,
                 "uuid": installer.uuid,
+                "model": installer.model,
             },
         }
 
@@ -229,7 +238,8 @@ def simulate(
     known = hosts is not None
     installed = None
     if install_once and hosts is not None:
-        # As the answer route: the first of its MACs whose host is installed.
+        # As the answer route: the first of its MACs whose host is installed, else the
+        # installed host of its UUID or serial number.
         installed = next(
             (
                 Installed(host.mac, host.installed_at)
@@ -238,6 +248,9 @@ def simulate(
             ),
             None,
         )
+        same = installed_by_identity(hosts.values(), installer.uuid, installer.serial)
+        if installed is None and same is not None:
+            installed = Installed(same.mac, same.installed_at)
     decision = decide_answer(installer, accept, installed, resolution, answer_check)
     checked = (
         decision
@@ -278,7 +291,8 @@ async def evaluate(
 
     @raise AnswersUnavailable: when the answers directory cannot be read.
     """
-    resolution = await answers.resolve(installer.macs)
+    identity = Identity.of(installer.uuid, installer.serial, installer.model)
+    resolution = await answers.resolve(installer.macs, identity)
     return simulate(installer, accept, resolution, hosts, install_once, answer_check)
 
 

@@ -53,6 +53,7 @@ def add_parser(commands: Any) -> None:
     )
     simulate.add_argument("--serial", help="its DMI system serial number")
     simulate.add_argument("--uuid", help="its DMI system UUID")
+    simulate.add_argument("--model", help="its DMI system product name (PowerEdge R650)")
     simulate.add_argument(
         "--product", choices=sorted(PRODUCTS), default="pve", help="the product [default: pve]"
     )
@@ -106,7 +107,9 @@ def request_for(arguments: argparse.Namespace) -> tuple[bytes, str | None]:
         )
     if arguments.state is not None and arguments.answers is None:
         raise ValueError("--state goes with --answers; a server reads its own state")
-    return installer_body(macs, version, arguments.product, arguments.serial, arguments.uuid)
+    return installer_body(
+        macs, version, arguments.product, arguments.serial, arguments.uuid, arguments.model
+    )
 
 
 def server_path(accept: str | None) -> str:
@@ -166,7 +169,9 @@ def describe_report(report: dict[str, Any]) -> list[str]:
     install-once, and the verdict.
     """
     request = report["request"]
-    identity = ", ".join(f"{name} {request[name]}" for name in ("serial", "uuid") if request[name])
+    identity = ", ".join(
+        f"{name} {request[name]}" for name in ("serial", "uuid", "model") if request.get(name)
+    )
     lines = [
         f"machine: {request['product'] or 'unknown product'}, installer "
         f"{report['installer_version']}, MACs {', '.join(request['macs'])}"

@@ -103,9 +103,11 @@ def test_errors_are_one_line(server: tuple[TwistdProcess, int], tmp_path: Path) 
         1,
         "pxe-pilot: error: pxe-pilot has never seen 00:11:22:33:44:55 (404)\n",
     )
-    bad = cli(port, "status", "not-a-mac")
+    bad = cli(port, "status", "zz")
     assert bad.returncode == 2
-    assert bad.stderr.splitlines()[-1] == "pxe-pilot: error: 'not-a-mac' is not a MAC address"
+    assert bad.stderr.splitlines()[-1] == (
+        "pxe-pilot: error: 'zz' is not a MAC address, serial number, UUID or model"
+    )
     unreachable = cli(1, "hosts")
     assert unreachable.returncode == 1
     assert unreachable.stderr.startswith("pxe-pilot: error: cannot reach pxe-pilot at ")

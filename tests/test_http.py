@@ -260,6 +260,7 @@ def test_hosts_tells_the_truth_after_changes(client: Client, answers_dir: Answer
     assert report == {
         "default": {"file": "default.toml", "present": False},
         "hosts": [],
+        "identity_files": [],
         "unrecognised_files": [],
         "boot_settings": [],
         "known_hosts": [],

@@ -1,8 +1,11 @@
 """
 Access to the answers directory, behind L{IAnswerFiles}.
 
-The directory holds C{default.toml} and C{hosts/<mac>.toml}. Only names found by listing
-the directory are ever opened: nothing a client sends becomes part of a path.
+The directory holds C{default.toml}, C{hosts/<mac>.toml} and, for machines named by
+their DMI identity, C{uuids/<uuid>.toml}, C{serials/<serial>.toml} and
+C{models/<model>.toml}; templates (C{default.toml.tmpl}, C{models/<model>.toml.tmpl})
+take their values from C{inventory.toml}. Only names found by listing the directory
+are ever opened: nothing a client sends becomes part of a path.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from pathlib import Path
 from attrs import frozen
 from zope.interface import Interface, implementer
 
+from pxepilot.answers.identity import FOLDERS, Rule, key_of_name
+from pxepilot.answers.template import INVENTORY_NAME, TEMPLATE_SUFFIX
 from pxepilot.macs import MacAddress, MacAddressError
 
 DEFAULT_NAME = "default.toml"
+DEFAULT_TEMPLATE = "default.toml.tmpl"
 HOSTS_DIR = "hosts"
 TOML_SUFFIX = ".toml"
 # Per-host boot settings live next to the answer: hosts/<mac>.boot.toml.
@@ -67,6 +73,29 @@ class HostFile:
 
 
 @frozen
+class IdentityFile:
+    """
+    A file in C{uuids/}, C{serials/} or C{models/}.
+
+    @ivar rule: Which of them.
+    @ivar key: The identity its name spells (see L{pxepilot.answers.identity}); L{None}
+        for a name that never matches, such as a firmware placeholder.
+    @ivar name: Its name relative to the answers directory.
+    """
+
+    rule: Rule
+    key: str | None
+    name: str
+
+    @property
+    def canonical(self) -> bool:
+        """
+        Whether the file is named by its key exactly.
+        """
+        return self.name == f"{FOLDERS[self.rule]}/{self.key}{TOML_SUFFIX}"
+
+
+@frozen
 class AnswerListing:
     """
     What the answers directory holds at one moment.
@@ -75,12 +104,45 @@ class AnswerListing:
     @ivar host_files: Host files in name order.
     @ivar unrecognised: C{hosts/*.toml} names that do not spell a MAC address.
     @ivar sidecars: Boot settings files, C{hosts/<mac>.boot.toml}, in name order.
+    @ivar identity_files: Files of C{uuids/}, C{serials/} and C{models/}, in name order;
+        C{models/} may hold templates (C{.toml.tmpl}).
+    @ivar default_template_present: Whether C{default.toml.tmpl} exists.
+    @ivar inventory_present: Whether C{inventory.toml}, the templates' values, exists.
     """
 
     default_present: bool
     host_files: tuple[HostFile, ...]
     unrecognised: tuple[str, ...]
     sidecars: tuple[HostFile, ...] = ()
+    identity_files: tuple[IdentityFile, ...] = ()
+    default_template_present: bool = False
+    inventory_present: bool = False
+
+    def identity_files_for(self, rule: Rule, key: str) -> tuple[IdentityFile, ...]:
+        """
+        The files of C{rule} for C{key}, the one that is used first: the canonical name,
+        then the other spellings in name order.
+        """
+        return tuple(
+            sorted(
+                (f for f in self.identity_files if f.rule is rule and f.key == key),
+                key=lambda f: (not f.canonical, f.name),
+            )
+        )
+
+    def useless_identity_files(self) -> tuple[IdentityFile, ...]:
+        """
+        Identity files named after a value that never names a machine.
+        """
+        return tuple(f for f in self.identity_files if f.key is None)
+
+    def identity_conflicts(self) -> dict[tuple[Rule, str], tuple[IdentityFile, ...]]:
+        """
+        Identities named by more than one file.
+        """
+        keys = sorted({(f.rule.value, f.key) for f in self.identity_files if f.key})
+        found = {(Rule(rule), key): self.identity_files_for(Rule(rule), key) for rule, key in keys}
+        return {identity: files for identity, files in found.items() if len(files) > 1}
 
     def sidecar_for(self, mac: MacAddress) -> HostFile | None:
         """
@@ -139,7 +201,8 @@ class IAnswerFiles(Interface):
 
     def read(name: str) -> FileContents:
         """
-        Read a file named by a listing (C{default.toml} or a L{HostFile.name}).
+        Read a file named by a listing (C{default.toml}, C{default.toml.tmpl},
+        C{inventory.toml}, a L{HostFile.name} or an L{IdentityFile.name}).
 
         @raise FileNotFoundError: when it has gone since it was listed.
         @raise AnswerFileChanging: when it changed during every attempt to read it.
@@ -177,6 +240,13 @@ class DirectoryAnswerFiles:
                     unrecognised.append(name)
                 else:
                     (sidecars if sidecar else host_files).append(HostFile(mac, name))
+            identity_files = [
+                IdentityFile(rule, key_of_name(rule, _stem(entry.name)), f"{folder}/{entry.name}")
+                for rule, folder in FOLDERS.items()
+                # Only a model's file is shared by many machines, so only it may be a
+                # template; a UUID's or a serial's file is that machine's own already.
+                for entry in _scan(self.root / folder, templates=rule is Rule.MODEL)
+            ]
         except OSError as e:
             raise AnswersUnavailable(f"answers directory cannot be read: {e.strerror}") from e
         return AnswerListing(
@@ -184,6 +254,9 @@ class DirectoryAnswerFiles:
             tuple(sorted(host_files, key=lambda f: f.name)),
             tuple(sorted(unrecognised)),
             tuple(sorted(sidecars, key=lambda f: f.name)),
+            tuple(sorted(identity_files, key=lambda f: f.name)),
+            _is_regular_file(self.root / DEFAULT_TEMPLATE),
+            _is_regular_file(self.root / INVENTORY_NAME),
         )
 
     def read(self, name: str) -> FileContents:
@@ -226,11 +299,17 @@ def _is_regular_file(path: Path) -> bool:
         raise
 
 
-def _scan(directory: Path) -> list[os.DirEntry[str]]:
+def _stem(name: str) -> str:
+    return name[: -len(TEMPLATE_SUFFIX if name.endswith(TEMPLATE_SUFFIX) else TOML_SUFFIX)]
+
+
+def _scan(directory: Path, templates: bool = False) -> list[os.DirEntry[str]]:
     """
-    The C{*.toml} regular files (or links to them) in C{directory}; hidden names, which
-    editors and atomic writers use for temporary files, are left out.
+    The C{*.toml} (and with C{templates}, C{*.toml.tmpl}) regular files (or links to
+    them) in C{directory}; hidden names, which editors and atomic writers use for
+    temporary files, are left out.
     """
+    suffixes = (TOML_SUFFIX, TEMPLATE_SUFFIX) if templates else (TOML_SUFFIX,)
     try:
         entries = list(os.scandir(directory))
     except FileNotFoundError:
@@ -240,7 +319,7 @@ def _scan(directory: Path) -> list[os.DirEntry[str]]:
     return [
         entry
         for entry in entries
-        if entry.name.endswith(TOML_SUFFIX)
+        if entry.name.endswith(suffixes)
         and not entry.name.startswith(".")
         and _is_regular_file(Path(entry.path))
     ]

@@ -15,14 +15,26 @@ from twisted.internet.task import deferLater
 from pxepilot.answers.check import AnswerProblem, ParsedAnswer, read_answer
 from pxepilot.answers.files import (
     DEFAULT_NAME,
+    DEFAULT_TEMPLATE,
     AnswerFileChanging,
     AnswerFileTooLarge,
     AnswerListing,
     AnswersUnavailable,
     HostFile,
     IAnswerFiles,
+    IdentityFile,
 )
+from pxepilot.answers.identity import FOLDERS, Identity, Rule
 from pxepilot.answers.lint import errors, lint_range
+from pxepilot.answers.template import (
+    INVENTORY_NAME,
+    TEMPLATE_SUFFIX,
+    TemplateError,
+    host_for,
+    parse_inventory,
+    render,
+    renderings,
+)
 from pxepilot.answers.versions import VersionRange
 from pxepilot.logs import logger
 from pxepilot.macs import MacAddress
@@ -35,8 +47,9 @@ class Served:
     """
     An answer file the installer can read.
 
-    @ivar source: C{hosts/<file>} or C{default.toml}.
-    @ivar data: Its bytes, exactly as on disk.
+    @ivar source: C{hosts/<file>}, C{uuids/<file>}, C{serials/<file>},
+        C{models/<file>}, C{default.toml} or C{default.toml.tmpl}.
+    @ivar data: Its bytes, exactly as on disk, or a template's as rendered.
     @ivar mac: The MAC address whose host file it is; L{None} for the default.
     @ivar parsed: Its TOML, parsed once when it was read, for the checks that follow.
     """
@@ -45,6 +58,13 @@ class Served:
     data: bytes
     mac: MacAddress | None
     parsed: ParsedAnswer | None = field(default=None, eq=False, repr=False)
+
+    @property
+    def rule(self) -> Rule:
+        """
+        Which rule chose the file.
+        """
+        return rule_of(self.source) if self.mac is None else Rule.MAC
 
     @property
     def answer(self) -> ParsedAnswer | bytes:
@@ -94,18 +114,48 @@ class Changing:
 
 Resolution = Served | Invalid | NoAnswer | Changing
 
+USELESS_NAME = (
+    "the file name is no {rule} of a machine (a firmware placeholder, or not one at all): "
+    "it never matches"
+)
 
-def choose_source(listing: AnswerListing, macs: Sequence[MacAddress]) -> HostFile | str | None:
+
+def rule_of(source: str) -> Rule:
+    """
+    The rule under which a file, named relative to the answers directory, is chosen.
+    """
+    folder = source.partition("/")[0] if "/" in source else None
+    for rule, name in FOLDERS.items():
+        if folder == name:
+            return rule
+    return Rule.MAC if folder is not None else Rule.DEFAULT
+
+
+def choose_source(
+    listing: AnswerListing, macs: Sequence[MacAddress], identity: Identity | None = None
+) -> HostFile | IdentityFile | str | None:
     """
     The answer for a machine with C{macs}: the host file of the first MAC, in the order
-    given, that has one; otherwise C{default.toml} if present; otherwise L{None}. Files
+    given, that has one; otherwise the file of its system UUID, of its serial number,
+    then of its model; otherwise C{default.toml} if present; otherwise L{None}. Files
     are never merged.
     """
     for mac in macs:
         files = listing.files_for(mac)
         if files:
             return files[0]
-    return DEFAULT_NAME if listing.default_present else None
+    if identity is not None:
+        for rule, key in (
+            (Rule.UUID, identity.uuid),
+            (Rule.SERIAL, identity.serial),
+            (Rule.MODEL, identity.model),
+        ):
+            found = listing.identity_files_for(rule, key) if key else ()
+            if found:
+                return found[0]
+    if listing.default_present:
+        return DEFAULT_NAME
+    return DEFAULT_TEMPLATE if listing.default_template_present else None
 
 
 @define
@@ -135,32 +185,38 @@ class AnswerService:
         @raise AnswersUnavailable: when the directory cannot be read.
         """
         listing = self.files.listing()
-        conflicts = listing.conflicts()
-        described = frozenset(", ".join(f.name for f in files) for files in conflicts.values())
+        conflicts: list[tuple[HostFile | IdentityFile, ...]] = [
+            *listing.conflicts().values(),
+            *listing.identity_conflicts().values(),
+        ]
+        described = frozenset(", ".join(f.name for f in files) for files in conflicts)
         for names in sorted(described - self._reported_conflicts):
             log.warn(
-                "answers: {names} name the same MAC address; only {used} is used",
+                "answers: {names} name the same machine; only {used} is used",
                 names=names,
                 used=names.split(", ")[0],
             )
         self._reported_conflicts = described
         return listing
 
-    async def resolve(self, macs: Sequence[MacAddress]) -> Resolution:
+    async def resolve(
+        self, macs: Sequence[MacAddress], identity: Identity | None = None
+    ) -> Resolution:
         """
-        The answer for a machine with C{macs}: a file is served only once it has been
-        still for C{settle} seconds; one still changing when C{max_wait} runs out is
-        L{Changing}, never served.
+        The answer for a machine with C{macs} and C{identity} (see L{choose_source}):
+        a file is served only once it has been still for C{settle} seconds; one still
+        changing when C{max_wait} runs out is L{Changing}, never served. A template is
+        served as rendered for the machine.
 
         @raise AnswersUnavailable: when the directory cannot be read.
         """
         deadline = self.clock.seconds() + self.max_wait
         while True:
-            chosen = choose_source(self.listing(), macs)
+            chosen = choose_source(self.listing(), macs, identity)
             if chosen is None:
                 return NoAnswer()
             source = chosen if isinstance(chosen, str) else chosen.name
-            mac = None if isinstance(chosen, str) else chosen.mac
+            mac = chosen.mac if isinstance(chosen, HostFile) else None
             now = self.clock.seconds()
             outcome: Resolution
             try:
@@ -175,16 +231,21 @@ class AnswerService:
             except AnswerFileTooLarge:
                 return Invalid(source, AnswerProblem("larger than any answer file can be"))
             else:
-                age = now - contents.mtime
+                data, mtime = contents.data, contents.mtime
+                rendered: bytes | AnswerProblem = data
+                if source.endswith(TEMPLATE_SUFFIX):
+                    rendered, mtime = self._render(data, mtime, macs, identity)
+                age = now - mtime
                 # A future modification time (clock skew, copied files) is no reason to wait.
                 wait = self.settle - age if 0 <= age < self.settle else 0
-                parsed = read_answer(contents.data)
+                parsed = read_answer(rendered) if isinstance(rendered, bytes) else rendered
                 if wait > 0:
                     # Written less than the settle time ago: maybe half-written (an
                     # empty file is a truncate before the write), whatever it parses as.
                     outcome = self._changing(source)
                 elif isinstance(parsed, ParsedAnswer):
-                    outcome = Served(source, contents.data, mac, parsed)
+                    assert isinstance(rendered, bytes)
+                    outcome = Served(source, rendered, mac, parsed)
                 else:
                     outcome = Invalid(source, parsed)
             if wait <= 0 or now >= deadline:
@@ -197,6 +258,39 @@ class AnswerService:
                     )
                 return outcome
             await deferLater(self.clock, min(wait, deadline - now))
+
+    def _render(
+        self,
+        template: bytes,
+        mtime: float,
+        macs: Sequence[MacAddress],
+        identity: Identity | None,
+    ) -> tuple[bytes | AnswerProblem, float]:
+        """
+        A template rendered for the machine's inventory host (or why it cannot be), and
+        the later of the two files' modification times: an inventory being written is
+        waited for as the template is.
+
+        @raise AnswerFileChanging: when the inventory kept changing while read.
+        @raise AnswersUnavailable: when the inventory cannot be read.
+        """
+        try:
+            inventory = self.files.read(INVENTORY_NAME)
+        except FileNotFoundError:
+            return AnswerProblem(f"a template needs {INVENTORY_NAME}, and there is none"), mtime
+        except AnswerFileTooLarge:
+            return AnswerProblem(f"{INVENTORY_NAME} is too large"), mtime
+        mtime = max(mtime, inventory.mtime)
+        try:
+            hosts = parse_inventory(inventory.data)
+            host = host_for(hosts, macs, identity)
+            if host is None:
+                return AnswerProblem(f"{INVENTORY_NAME} has no [[host]] for this machine"), mtime
+            return render(template.decode("utf-8"), host).encode("utf-8"), mtime
+        except UnicodeDecodeError:
+            return AnswerProblem("the template is not UTF-8"), mtime
+        except TemplateError as e:
+            return AnswerProblem(str(e), e.line), mtime
 
     def _changing(self, source: str) -> Changing:
         return Changing(source, max(1, math.ceil(self.settle)))
@@ -222,30 +316,98 @@ class AnswerService:
                     "conflicts_with": others,
                 }
             )
+        identities = []
+        for identity_file in listing.identity_files:
+            if identity_file.key is None:
+                continue
+            same = listing.identity_files_for(identity_file.rule, identity_file.key)
+            identities.append(
+                {
+                    "rule": identity_file.rule.value,
+                    "key": identity_file.key,
+                    "file": identity_file.name,
+                    **self._validity(identity_file.name, versions),
+                    "used": same[0] == identity_file,
+                    "conflicts_with": [f.name for f in same if f != identity_file],
+                }
+            )
         default: dict[str, Any] = {"file": DEFAULT_NAME, "present": listing.default_present}
         if listing.default_present:
             default.update(self._validity(DEFAULT_NAME, versions))
+        elif listing.default_template_present:
+            default.update(
+                {"file": DEFAULT_TEMPLATE, "present": True},
+                **self._validity(DEFAULT_TEMPLATE, versions),
+            )
         return {
             "default": default,
             "hosts": hosts,
+            "identity_files": identities,
             "unrecognised_files": [
                 {"file": name, "error": "the file name is not a MAC address"}
                 for name in listing.unrecognised
+            ]
+            + [
+                {"file": f.name, "error": USELESS_NAME.format(rule=f.rule.value)}
+                for f in listing.useless_identity_files()
             ],
         }
 
     def _validity(self, name: str, versions: VersionRange | None) -> dict[str, Any]:
-        parsed: ParsedAnswer | AnswerProblem
+        if name.endswith(TEMPLATE_SUFFIX):
+            return self._template_validity(name, versions)
+        return self._checked(self._read_for_check(name), versions)
+
+    def _template_validity(self, name: str, versions: VersionRange | None) -> dict[str, Any]:
+        """
+        A template is valid when it renders, as a valid answer, for every inventory
+        host; its findings are those of every rendering, each naming its host.
+        """
+        template, inventory = self._read_for_check(name), self._read_for_check(INVENTORY_NAME)
+        for data in (template, inventory):
+            if isinstance(data, AnswerProblem):
+                return {"valid": False, "error": data.as_json()}
+        assert isinstance(template, bytes) and isinstance(inventory, bytes)
         try:
-            parsed = read_answer(self.files.read(name).data)
+            rendered = renderings(template, inventory)
+        except TemplateError as e:
+            return {"valid": False, "error": AnswerProblem(str(e), e.line).as_json()}
+        result: dict[str, Any] = {"valid": True, "error": None, "hosts": len(rendered)}
+        findings: list[dict[str, Any]] = []
+        for host, made in rendered:
+            checked = self._checked(
+                AnswerProblem(str(made), made.line) if isinstance(made, TemplateError) else made,
+                versions,
+            )
+            if not checked["valid"]:
+                error = checked["error"]
+                error["message"] = f"for inventory host {host}: {error['message']}"
+                return {"valid": False, "error": error}
+            findings += [{**finding, "host": host} for finding in checked.get("findings", [])]
+        if versions is not None:
+            result["installer_version"] = str(versions)
+            result["accepted"] = not any(f["severity"] == "error" for f in findings)
+            result["findings"] = findings
+        return result
+
+    def _read_for_check(self, name: str) -> bytes | AnswerProblem:
+        try:
+            return self.files.read(name).data
         except FileNotFoundError:
-            parsed = AnswerProblem("removed while being checked")
+            if name == INVENTORY_NAME:
+                return AnswerProblem(f"a template needs {INVENTORY_NAME}, and there is none")
+            return AnswerProblem("removed while being checked")
         except AnswerFileChanging:
-            parsed = AnswerProblem("kept changing while being read")
+            return AnswerProblem("kept changing while being read")
         except AnswerFileTooLarge:
-            parsed = AnswerProblem("larger than any answer file can be")
+            return AnswerProblem("larger than any answer file can be")
         except AnswersUnavailable as e:
-            parsed = AnswerProblem(str(e))
+            return AnswerProblem(str(e))
+
+    def _checked(
+        self, data: bytes | AnswerProblem, versions: VersionRange | None
+    ) -> dict[str, Any]:
+        parsed = data if isinstance(data, AnswerProblem) else read_answer(data)
         if isinstance(parsed, AnswerProblem):
             return {"valid": False, "error": parsed.as_json()}
         if versions is None:

@@ -28,9 +28,13 @@ SHELL = "shell"
 # (efi or pcbios), the architecture, the memory in MiB (only builds with memory-map
 # settings know it; Debian's do not) and the sizes of the SMBIOS memory devices that
 # the boot script gathers, for the builds without.
+# The machine's SMBIOS identity goes too, so the menu finds the answer file the
+# installer will be served by UUID, serial or model. Serials and product names may hold
+# spaces and ampersands: iPXE's uristring type escapes them for the URL.
 MENU_QUERY = (
     "mac=${netX/mac}&platform=${platform}&buildarch=${buildarch}&memsize=${memsize}"
-    "&memdevs=${memdevs}"
+    "&memdevs=${memdevs}&uuid=${uuid}&serial=${serial:uristring}"
+    "&product=${product:uristring}"
 )
 
 # SMBIOS structures an iPXE script can walk: instances are numbered from 0 to 255.

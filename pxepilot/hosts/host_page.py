@@ -175,9 +175,10 @@ def _facts(host: Host, timeline: Sequence[Event], now: float) -> str:
         _fact("Product", product),
         _fact("Installer", installer_of(timeline)),
         _fact("Serial", host.serial),
-        _fact("Model", _latest(timeline, "model")),
+        _fact("Model", host.model or _latest(timeline, "model")),
         _fact("UUID", host.uuid),
         _fact("Answer served", host.answer),
+        _fact("Chosen by", host.rule),
         _fact("Webhook token", "issued" if host.webhook_token else None),
     ]
     if installation is not None:

@@ -26,11 +26,12 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from pxepilot.answers.identity import model_key, serial_key, uuid_key
 from pxepilot.hosts.model import Event, EventKind, Host, HostState, advance
 from pxepilot.hosts.neighbours import NeighbourLookup, no_neighbours
 from pxepilot.hosts.store import IHostStore
 from pxepilot.logs import logger
-from pxepilot.macs import MacAddress
+from pxepilot.macs import MacAddress, MacAddressError
 
 log = logger(__name__)
 
@@ -102,6 +103,28 @@ def run_here(work: Callable[[], T]) -> Deferred[T]:
     Run blocking calls at once, in the caller's thread: for tests and tools.
     """
     return maybeDeferred(work)
+
+
+def installed_by_identity(
+    hosts: Iterable[Host], uuid: str | None, serial: str | None
+) -> Host | None:
+    """
+    The installed host among C{hosts} that reported this system UUID, else this serial
+    number (the most recently active one if several did); placeholders match nothing.
+
+    A machine is held back by install-once as the host it was installed as, even when
+    it now asks with other MAC addresses (a replaced or reordered network card): the
+    identity is the machine's, the MAC only the card's.
+    """
+    installed = [host for host in hosts if host.installed]
+    wanted_uuid, wanted_serial = uuid_key(uuid), serial_key(serial)
+    for found in (
+        [h for h in installed if wanted_uuid and uuid_key(h.uuid) == wanted_uuid],
+        [h for h in installed if wanted_serial and serial_key(h.serial) == wanted_serial],
+    ):
+        if found:
+            return max(found, key=lambda host: host.last_event.at)
+    return None
 
 
 class HostLedger(Service):
@@ -372,6 +395,35 @@ class HostLedger(Service):
         if not known:
             return fallback
         return max(known, key=lambda host: host.last_event.at).mac
+
+    def installed_by_identity(self, uuid: str | None, serial: str | None) -> Host | None:
+        """
+        The installed host that reported this system UUID, else this serial number (the
+        most recently active one if several did); placeholders match nothing.
+        """
+        return installed_by_identity(self.hosts.values(), uuid, serial)
+
+    def find(self, text: str) -> list[Host]:
+        """
+        The hosts C{text} names: by MAC address, else by system UUID, serial number or
+        model, most recently active first.
+        """
+        try:
+            mac = MacAddress.parse(text)
+        except MacAddressError:
+            pass
+        else:
+            host = self.hosts.get(mac)
+            return [host] if host is not None else []
+        uuid, serial, model = uuid_key(text), serial_key(text), model_key(text)
+        found = [
+            host
+            for host in self.hosts.values()
+            if (uuid is not None and uuid_key(host.uuid) == uuid)
+            or (serial is not None and serial_key(host.serial) == serial)
+            or (model is not None and model_key(host.model) == model)
+        ]
+        return sorted(found, key=lambda host: host.last_event.at, reverse=True)
 
     def saw_address(self, address: str, mac: MacAddress) -> None:
         """

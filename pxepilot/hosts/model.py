@@ -144,6 +144,9 @@ class Host:
     @ivar last_event: Its latest event.
     @ivar serial: The DMI serial number its installer sent.
     @ivar uuid: The DMI UUID its installer sent.
+    @ivar model: The DMI system product name its installer sent.
+    @ivar rule: Which rule chose the answer file it was last served (C{mac}, C{uuid},
+        C{serial}, C{model}, C{default}).
     @ivar product: The product its installer or its webhook named (C{pve}, ...).
     @ivar answer: The answer file it was last served.
     @ivar installed_at: When its installation was reported; L{None} when it is not, or
@@ -162,6 +165,8 @@ class Host:
     uuid: str | None = None
     product: str | None = None
     answer: str | None = None
+    model: str | None = None
+    rule: str | None = None
     installed_at: float | None = None
     installation: Installation | None = None
     webhook_token: bool = False
@@ -181,6 +186,8 @@ class Host:
             "uuid": self.uuid,
             "product": self.product,
             "answer": self.answer,
+            "model": self.model,
+            "rule": self.rule,
             "installed_at": self.installed_at,
             "installation": self.installation.as_json() if self.installation else None,
             "webhook_token": self.webhook_token,
@@ -200,6 +207,8 @@ class Host:
             uuid=data.get("uuid"),
             product=data.get("product"),
             answer=data.get("answer"),
+            model=data.get("model"),
+            rule=data.get("rule"),
             installed_at=data.get("installed_at"),
             installation=Installation.from_json(installation) if installation else None,
             webhook_token=bool(data.get("webhook_token", False)),
@@ -262,11 +271,12 @@ def advance(host: Host | None, event: Event) -> Host:
     if state is not host.state or event.kind is EventKind.ANSWER_SERVED:
         changes["since"] = event.at
     detail = event.detail
-    for name in ("serial", "uuid", "product"):
+    for name in ("serial", "uuid", "product", "model"):
         if detail.get(name):
             changes[name] = detail[name]
     if event.kind is EventKind.ANSWER_SERVED:
         changes["answer"] = detail.get("file")
+        changes["rule"] = detail.get("rule")
         changes["webhook_token"] = bool(detail.get("webhook_token", False))
     elif event.kind is EventKind.INSTALLED:
         changes["installed_at"] = event.at

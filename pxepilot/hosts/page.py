@@ -42,7 +42,17 @@ POLL_SECONDS = 5
 # The most hosts the page shows, the most recently active.
 PAGE_HOSTS = 500
 
-_COLUMNS = ("MAC", "State", "Product", "Last event", "Answer", "FQDN", "Address")
+_COLUMNS = (
+    "MAC",
+    "State",
+    "Product",
+    "Serial",
+    "Model",
+    "Last event",
+    "Answer",
+    "FQDN",
+    "Address",
+)
 
 
 def age(seconds: float) -> str:
@@ -72,6 +82,14 @@ def _cell(label: str, content: str, css: str = "") -> str:
     return f'<td data-label="{escape(label)}"{classes}>{content}</td>'
 
 
+def _answer(host: Host) -> str:
+    if not host.answer:
+        return "&ndash;"
+    # Which rule chose it (mac, uuid, serial, model, default), for hosts recorded since.
+    rule = f' <span class="age">by {escape(host.rule)}</span>' if host.rule else ""
+    return f"{escape(host.answer)}{rule}"
+
+
 def _row(host: Host, now: float) -> str:
     installation = host.installation
     product = (installation.product if installation else None) or host.product or ""
@@ -87,11 +105,13 @@ def _row(host: Host, now: float) -> str:
             "status",
         ),
         _cell("Product", escape(product) or "&ndash;"),
+        _cell("Serial", escape(host.serial or "") or "&ndash;"),
+        _cell("Model", escape(host.model or "") or "&ndash;"),
         _cell(
             "Last event",
             f'{escape(last.summary)} <span class="age">{escape(age(now - last.at))}</span>',
         ),
-        _cell("Answer", escape(host.answer or "") or "&ndash;"),
+        _cell("Answer", _answer(host)),
         _cell("FQDN", fqdn_html(fqdn) if fqdn else "&ndash;"),
         _cell(
             "Address",

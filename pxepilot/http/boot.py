@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Sequence
+from urllib.parse import quote
 
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
@@ -15,13 +16,14 @@ from twisted.web.iweb import IRequest
 from pxepilot.answers.check import AnswerProblem, ParsedAnswer, read_answer
 from pxepilot.answers.decision import utc
 from pxepilot.answers.files import (
-    DEFAULT_NAME,
     AnswerFileChanging,
     AnswerFileTooLarge,
     AnswerListing,
     AnswersUnavailable,
 )
+from pxepilot.answers.identity import Identity
 from pxepilot.answers.service import AnswerService, choose_source
+from pxepilot.answers.template import TEMPLATE_SUFFIX
 from pxepilot.boot.catalogue import Asset, scan
 from pxepilot.boot.ipxe import (
     LOCAL,
@@ -98,7 +100,7 @@ class BootRoutes:
         has_answer = False
         refused: dict[str, Refusal] = {}
         if listing is not None:
-            source = _answer_source(listing, machine)
+            source = _answer_source(listing, machine, _identity(request))
             has_answer = source is not None
             refused = self._refusals(catalogue.assets, source)
         if listing is not None and machine.mac is not None:
@@ -120,7 +122,7 @@ class BootRoutes:
             refused=refused,
         )
         asset_url = settings.asset_url or f"{base}assets/"
-        menu_url = f"{base}menu.ipxe?{_echo_query(machine)}"
+        menu_url = f"{base}menu.ipxe?{_echo_query(machine, request)}"
         client = self.client_of(request)
         if machine.mac is not None:
             self.events.publish(
@@ -178,6 +180,10 @@ class BootRoutes:
         An answer file as C{POST /answer} would read it now; L{None} while it may be
         half-written (the route waits for it, so nothing is decided on it here).
         """
+        if source.endswith(TEMPLATE_SUFFIX):
+            # Only the answer route knows the machine's inventory host to render it for;
+            # it checks the rendered file.
+            return None
         try:
             contents = self.answers.files.read(source)
         except AnswerFileTooLarge:
@@ -206,15 +212,24 @@ class BootRoutes:
         return ended
 
 
-def _answer_source(listing: AnswerListing, machine: Machine) -> str | None:
+def _answer_source(listing: AnswerListing, machine: Machine, identity: Identity) -> str | None:
     """
     The answer file C{POST /answer} would choose for the machine: by the MAC it boots
-    from, else C{default.toml}.
+    from, its UUID, serial number or model when the menu's query carries them, else
+    the default.
     """
-    if machine.mac is None:
-        return DEFAULT_NAME if listing.default_present else None
-    chosen = choose_source(listing, [machine.mac])
+    chosen = choose_source(listing, [machine.mac] if machine.mac else [], identity)
     return chosen if isinstance(chosen, str) or chosen is None else chosen.name
+
+
+def _identity(request: IRequest) -> Identity:
+    # iPXE knows them from SMBIOS (${uuid}, ${serial}, ${product}); a menu URL that
+    # carries them lets the menu find the same file the installer will be served.
+    return Identity.of(
+        query(request, b"uuid", 128),
+        query(request, b"serial", 128),
+        query(request, b"product", 128),
+    )
 
 
 def _machine(request: IRequest) -> Machine:
@@ -236,10 +251,10 @@ def _machine(request: IRequest) -> Machine:
     )
 
 
-def _echo_query(machine: Machine) -> str:
+def _echo_query(machine: Machine, request: IRequest) -> str:
     """
     The menu's own query, rebuilt from what was understood, to come back to after a
-    failure.
+    failure; the machine's identity as it came, escaped again.
     """
     parts = []
     if machine.mac:
@@ -248,4 +263,7 @@ def _echo_query(machine: Machine) -> str:
         parts.append(f"platform={machine.platform}")
     if machine.memory_mib:
         parts.append(f"memsize={machine.memory_mib}")
+    for name in ("uuid", "serial", "product"):
+        if value := query(request, name.encode(), 128):
+            parts.append(f"{name}={quote(value, safe='')}")
     return "&".join(parts)

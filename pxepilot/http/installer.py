@@ -5,7 +5,7 @@ report.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -15,6 +15,7 @@ from twisted.web.iweb import IRequest
 from pxepilot.address import HTTPAddress
 from pxepilot.answers.decision import Installed, Refuse, Serve, decide_answer
 from pxepilot.answers.files import AnswersUnavailable
+from pxepilot.answers.identity import Identity
 from pxepilot.answers.inject import webhook_section
 from pxepilot.answers.request import (
     MAX_REQUEST_BYTES,
@@ -91,11 +92,13 @@ class InstallerRoutes:
             raise
 
         fields = _describe_installer(client, installer)
-        installed = self._installed(installer.macs)
+        installed = self._installed(installer)
         resolution = None
         if installed is None:
             try:
-                resolution = await self.answers.resolve(installer.macs)
+                resolution = await self.answers.resolve(
+                    installer.macs, Identity.of(installer.uuid, installer.serial, installer.model)
+                )
             except AnswersUnavailable as e:
                 log.error(
                     "{request_summary}: 503, {reason}",
@@ -124,6 +127,8 @@ class InstallerRoutes:
             "product": installer.product,
             "client": client,
         }
+        if isinstance(resolution, Served):
+            identity["rule"] = resolution.rule.value
         if isinstance(decision, Refuse):
             return await self._refuse(request, decision, mac, fields, identity)
         served = decision.served
@@ -170,16 +175,21 @@ class InstallerRoutes:
             {**identity, "webhook": "injected", "webhook_token": issued},
         )
 
-    def _installed(self, macs: Sequence[MacAddress]) -> Installed | None:
+    def _installed(self, installer: InstallerRequest) -> Installed | None:
         """
-        The installed host among C{macs} when install-once holds it back.
+        The installed host among the request's MACs when install-once holds it back;
+        else the installed host with its system UUID or serial number, so that a
+        machine whose network card was replaced or reordered is still held back.
         """
         if not self.config.install_once:
             return None
-        for mac in macs:
+        for mac in installer.macs:
             host = self.hosts.host(mac)
             if host is not None and host.installed:
                 return Installed(host.mac, host.installed_at)
+        host = self.hosts.installed_by_identity(installer.uuid, installer.serial)
+        if host is not None:
+            return Installed(host.mac, host.installed_at)
         return None
 
     def _refused_unknown(self, client: str, code: int, outcome: str, reason: str) -> None:
@@ -341,6 +351,7 @@ def _describe_installer(client: str, installer: InstallerRequest) -> dict[str, A
         "mac_text": mac_text,
         "serial": installer.serial,
         "uuid": installer.uuid,
+        "model": installer.model,
         "request_summary": (
             f"answer request from {client} ({product} {release}; MACs {mac_text}{skipped})"
         ),

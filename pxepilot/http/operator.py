@@ -20,6 +20,7 @@ from twisted.web.server import Request
 from pxepilot._version import __version__
 from pxepilot.answers.decision import invalid_json
 from pxepilot.answers.files import AnswersUnavailable
+from pxepilot.answers.identity import model_key, serial_key, uuid_key
 from pxepilot.answers.lint import errors, lint_range
 from pxepilot.answers.request import (
     MAX_REQUEST_BYTES,
@@ -356,10 +357,11 @@ class OperatorRoutes:
 
     async def host_status(self, request: IRequest, mac_text: str) -> bytes:
         """
-        A host's state and timeline, newest event last.
+        A host's state and timeline, newest event last; the host named by its MAC
+        address, or by the system UUID, serial number or model its installer sent.
         """
         self._admin_only(request)
-        known = self._known_host(mac_text)
+        known = self._host_named(mac_text)
         limit = query(request, b"limit")
         count = int(limit) if limit and limit.isdigit() and 0 < int(limit) <= 500 else 100
         timeline = await self.hosts.timeline(known.mac, count)
@@ -507,6 +509,29 @@ class OperatorRoutes:
         if host is None:
             raise Refused.because(404, f"pxe-pilot has never seen {mac}")
         return host
+
+    def _host_named(self, text: str) -> Host:
+        """
+        The one host C{text} names (L{HostLedger.find}).
+
+        @raise Refused: 400 for text that can name no host, 404 when none, 409 with
+            their MACs when several.
+        """
+        found = self.hosts.find(text)
+        if not found:
+            try:
+                named = str(MacAddress.parse(text))
+            except MacAddressError:
+                if not any(key(text) for key in (uuid_key, serial_key, model_key)):
+                    raise Refused.because(
+                        400, f"{describe(text)} is not a MAC address, UUID, serial or model"
+                    ) from None
+                named = f"a host with MAC address, UUID, serial number or model {describe(text)}"
+            raise Refused.because(404, f"pxe-pilot has never seen {named}")
+        if len(found) > 1:
+            macs = ", ".join(str(host.mac) for host in found[:10])
+            raise Refused.because(409, f"{describe(text)} names several hosts: {macs}")
+        return found[0]
 
     def metrics_page(self, request: IRequest) -> bytes:
         """

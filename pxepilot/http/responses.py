@@ -17,6 +17,8 @@ from pxepilot.answers.service import Served
 TOML_TYPE = b"application/toml; charset=utf-8"
 JSON_TYPE = b"application/json"
 SOURCE_HEADER = b"X-PXE-Pilot-Source"
+# Which rule chose the file: mac, uuid, serial, model or default.
+RULE_HEADER = b"X-PXE-Pilot-Rule"
 
 # Twisted knows no reason phrase for these.
 _REASONS = {422: b"Unprocessable Content", 413: b"Content Too Large"}
@@ -72,6 +74,7 @@ def toml_body(request: IRequest, served: Served) -> bytes:
     # Answer files hold root passwords: no cache may keep them.
     request.setHeader(b"cache-control", b"no-store")
     request.setHeader(SOURCE_HEADER, served.source.encode("utf-8"))
+    request.setHeader(RULE_HEADER, served.rule.value.encode("ascii"))
     return served.data
 
 

@@ -643,12 +643,21 @@ def test_boot_script_fetches_menu() -> None:
 def test_menu_query() -> None:
     """
     The menu request carries the MAC, firmware, architecture, memory and gathered
-    memory devices, as iPXE settings.
+    memory devices, and the SMBIOS identity, as iPXE settings; the serial number and
+    product name, which may hold spaces and ampersands, escaped for a URL.
     """
-    assert MENU_QUERY == (
-        "mac=${netX/mac}&platform=${platform}&buildarch=${buildarch}&memsize=${memsize}"
-        "&memdevs=${memdevs}"
-    )
+    fields = dict(part.split("=", 1) for part in MENU_QUERY.split("&"))
+    assert fields == {
+        "mac": "${netX/mac}",
+        "platform": "${platform}",
+        "buildarch": "${buildarch}",
+        "memsize": "${memsize}",
+        "memdevs": "${memdevs}",
+        "uuid": "${uuid}",
+        "serial": "${serial:uristring}",
+        "product": "${product:uristring}",
+    }
+    assert " " not in MENU_QUERY
 
 
 def test_boot_script_retries() -> None:
