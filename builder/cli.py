@@ -141,10 +141,16 @@ def parser() -> argparse.ArgumentParser:
         help="download the ISO (verified against SHA256SUMS next to it)",
     )
     source.add_argument("--iso", type=Path, metavar="PATH", help="use a local ISO file")
+    source.add_argument(
+        "--from-pxe-dir",
+        type=Path,
+        metavar="DIR",
+        help="import what proxmox-auto-install-assistant prepare-iso --pxe wrote in DIR "
+        "(the answer URL is the one the ISO was prepared with)",
+    )
     p.add_argument(
         "--answer-url",
         type=_http_url,
-        required=True,
         metavar="URL",
         help="where the installer fetches its answer: pxe-pilot's /answer as the machines "
         "reach it (a loopback, link-local or unspecified host, or another path, is refused "
@@ -512,6 +518,42 @@ def _message(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+# What prepare-iso already decided: the answer settings are baked into its ISO.
+_NOT_WITH_PXE_DIR = (
+    "answer_url",
+    "cert_fingerprint",
+    "no_cert_pin",
+    "answer_token",
+    "skip_verify",
+)
+
+
+def _import_pxe_dir(args: argparse.Namespace) -> int:
+    given = [name for name in _NOT_WITH_PXE_DIR if getattr(args, name)]
+    if given:
+        option = "--" + given[0].replace("_", "-")
+        parser().error(f"{option} does not apply to --from-pxe-dir: the prepared ISO decides")
+    from builder.from_pxe_dir import import_pxe_dir
+
+    def step(line: str) -> None:
+        sys.stderr.write(line + "\n")
+
+    try:
+        import_pxe_dir(
+            args.from_pxe_dir,
+            args.output,
+            args.layout,
+            step,
+            product=args.product,
+            version_dir=args.version_dir,
+            force=args.force,
+        )
+    except (BuildError, NotProxmox, IsoError, OSError) as e:
+        sys.stderr.write(f"pxe-pilot-builder: error: {_message(e)}\n")
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     """
     Run the command: exit 0 when published, 1 after a failure (one line on stderr),
@@ -520,6 +562,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.no_cert_pin and args.cert_fingerprint:
         parser().error("--no-cert-pin and --cert-fingerprint contradict each other")
+    if args.from_pxe_dir is not None:
+        sys.exit(_import_pxe_dir(args))
+    if args.answer_url is None:
+        parser().error("the following arguments are required: --answer-url")
     from twisted.internet import reactor
 
     codes: list[int] = []

@@ -131,3 +131,54 @@ def proxmox_files(
         files["/auto-installer-capable"] = b""
     files.update(extra or {})
     return files
+
+
+PXE_BOOT_SCRIPT = """#!ipxe
+
+dhcp
+
+menu Welcome to Proxmox Automated Installer
+item auto Install Proxmox (Automated)
+choose --default auto --timeout 10000 target && goto ${{target}}
+
+:auto
+echo Loading Proxmox Automated Installer ...
+kernel vmlinuz ramdisk_size=16777216 rw quiet initrd=initrd.img splash=silent \
+proxmox-start-auto-installer
+goto load
+
+:load
+initrd initrd.img
+initrd {iso} proxmox.iso
+boot
+"""
+
+
+def prepare_iso_pxe(
+    output: Path,
+    files: Mapping[str, bytes | tuple[BinaryIO, int]],
+    answer_url: str = "http://192.0.2.10:8080/answer",
+    stem: str = "proxmox-ve_9.1-1",
+) -> Path:
+    """
+    What C{proxmox-auto-install-assistant prepare-iso --pxe --pxe-loader ipxe
+    --fetch-from http --output OUTPUT} writes for an ISO holding C{files} (see
+    L{proxmox_files}): C{vmlinuz} (C{/boot/linux26}), C{initrd.img} (gzip, as the
+    assistant recompresses it), the prepared ISO without its C{/boot}, named after the
+    input, and C{boot.ipxe}. The initrd given is taken as gzip already.
+
+    @return: The prepared ISO's path.
+    """
+    output.mkdir(parents=True, exist_ok=True)
+    for source, name in (("/boot/linux26", "vmlinuz"), ("/boot/initrd.img", "initrd.img")):
+        content = files[source]
+        data = content if isinstance(content, bytes) else content[0].read()
+        (output / name).write_bytes(data)
+    prepared = {k: v for k, v in files.items() if not k.startswith("/boot/")}
+    prepared["/auto-installer-mode.toml"] = (
+        f'mode = "http"\n\n[http]\nurl = "{answer_url}"\n'.encode()
+    )
+    iso = output / f"{stem}-auto-from-http.iso"
+    make_iso(iso, prepared)
+    (output / "boot.ipxe").write_text(PXE_BOOT_SCRIPT.format(iso=iso.name))
+    return iso

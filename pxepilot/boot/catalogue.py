@@ -15,6 +15,7 @@ from typing import Any
 
 from attrs import frozen
 
+from pxepilot.boot import pxedir
 from pxepilot.logs import logger
 
 log = logger(__name__)
@@ -66,6 +67,14 @@ class Asset:
     mtime: float
     answer_url: str | None = None
     cert_fingerprint: str | None = None
+    efi_initrds: tuple[Initrd, ...] = ()
+
+    def initrds_for(self, efi: bool) -> tuple[Initrd, ...]:
+        """
+        What to load on this firmware: on UEFI, the single initrd the asset offers
+        there, if it offers one (see L{pxepilot.boot.pxedir}).
+        """
+        return self.efi_initrds if efi and self.efi_initrds else self.initrds
 
     @property
     def version(self) -> str:
@@ -192,6 +201,46 @@ def read_asset(directory: Path, relative: str) -> Asset:
     )
 
 
+def read_pxe_directory(directory: Path, relative: str) -> Asset:
+    """
+    A directory C{proxmox-auto-install-assistant prepare-iso --pxe} made, as a version:
+    C{vmlinuz}, then C{initrd.img} and the ISO named C{proxmox.iso}, or on UEFI the two
+    composed into one initrd.
+
+    @raise InvalidAsset: when it cannot be served.
+    """
+    try:
+        found = pxedir.read_pxe_directory(directory)
+    except pxedir.NotPxeDirectory as e:
+        raise InvalidAsset(str(e)) from None
+    if not SAFE_NAME.fullmatch(found.iso):
+        raise InvalidAsset(f"{found.iso!r} is not a plain file name")
+    info = found.info
+    return Asset(
+        directory=relative,
+        product=info.product,
+        product_name=" ".join(info.product_name.split())[:80],
+        release=info.release,
+        iso_release=info.iso_release,
+        layout="prepare-iso",
+        kernel=pxedir.KERNEL,
+        initrds=(Initrd(pxedir.INITRD), Initrd(found.iso, pxedir.ISO_MEMBER)),
+        kernel_cmdline=pxedir.KERNEL_CMDLINE,
+        mtime=found.mtime,
+        answer_url=found.answer_url,
+        cert_fingerprint=found.cert_fingerprint,
+        # A newc member cannot hold 4 GiB: then UEFI machines get the named initrd too,
+        # which iPXE 1.21 and newer wrap there.
+        efi_initrds=(Initrd(pxedir.COMBINED),) if pxedir.composable(found.iso_size) else (),
+    )
+
+
+def _read_version(directory: Path, relative: str) -> Asset:
+    if not (directory / METADATA).exists() and pxedir.looks_made_by_prepare_iso(directory):
+        return read_pxe_directory(directory, relative)
+    return read_asset(directory, relative)
+
+
 @frozen
 class Catalogue:
     """
@@ -209,7 +258,8 @@ class Catalogue:
 
 def scan(root: Path) -> Catalogue:
     """
-    Read the assets directory: C{<product>/<version>/asset.json}.
+    Read the assets directory: C{<product>/<version>/asset.json}, and the directories
+    C{prepare-iso --pxe} made, there or directly in it (C{<name>/}).
     """
     assets: list[Asset] = []
     problems: list[tuple[str, str]] = []
@@ -219,6 +269,12 @@ def scan(root: Path) -> Catalogue:
         return Catalogue((), ())
     for product in products:
         if not SAFE_NAME.fullmatch(product.name) or not product.is_dir():
+            continue
+        if pxedir.looks_made_by_prepare_iso(Path(product.path)):
+            try:
+                assets.append(read_pxe_directory(Path(product.path), product.name))
+            except InvalidAsset as e:
+                problems.append((product.name, str(e)))
             continue
         try:
             versions = sorted(os.scandir(product.path), key=lambda e: e.name)
@@ -230,7 +286,7 @@ def scan(root: Path) -> Catalogue:
                 continue
             relative = f"{product.name}/{version.name}"
             try:
-                found.append(read_asset(Path(version.path), relative))
+                found.append(_read_version(Path(version.path), relative))
             except InvalidAsset as e:
                 problems.append((relative, str(e)))
         assets += sorted(found, key=Asset.sort_key, reverse=True)

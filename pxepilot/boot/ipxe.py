@@ -204,8 +204,9 @@ def kernel_arguments(asset: Asset, machine: Machine, extra: str) -> str:
     prefers theirs). On BIOS nothing is added.
     """
     arguments = [asset.kernel_cmdline, extra.strip()]
-    if machine.efi and len(asset.initrds) == 1 and asset.initrds[0].name is None:
-        arguments.append(f"initrd={asset.initrds[0].file}")
+    initrds = asset.initrds_for(machine.efi)
+    if machine.efi and len(initrds) == 1 and initrds[0].name is None:
+        arguments.append(f"initrd={initrds[0].file}")
     return " ".join(a for a in arguments if a)
 
 
@@ -287,7 +288,7 @@ def menu_script(
             f"kernel {base}{asset.kernel} {kernel_arguments(asset, machine, extra_arguments)}"
             " || goto failed",
         ]
-        for initrd in asset.initrds:
+        for initrd in asset.initrds_for(machine.efi):
             name = f" {initrd.name}" if initrd.name else ""
             lines.append(f"initrd {base}{initrd.file}{name} || goto failed")
         lines += ["boot || goto failed", ""]

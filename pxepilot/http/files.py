@@ -3,6 +3,8 @@ Serving the assets directory: what a static web server does (Content-Length, HEA
 byte range, ETag and Last-Modified with conditional requests, content types, no listings,
 nothing outside the directory, no hidden files), with the body sent by the kernel
 (C{sendfile}) so that a boot storm of 1.5 GB initrds costs neither memory nor much CPU.
+One name more is served, in directories C{prepare-iso --pxe} made: their combined initrd
+(L{pxepilot.http.composed}).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from pxepilot.boot.catalogue import METADATA
+from pxepilot.boot.pxedir import COMBINED, INITRD, iso_name
+from pxepilot.http.composed import ComposedBody
 from pxepilot.http.tcp_access import PlainTCPSocket
 from pxepilot.logs import logger
 
@@ -134,7 +139,10 @@ class AssetFiles(Resource):
         self._turns = turns if turns is not None else Turns()
         self._watcher = watcher
 
-    def _open(self, segments: list[bytes]) -> tuple[int, os.stat_result, str] | None:
+    def _resolve(self, segments: list[bytes]) -> str | None:
+        """
+        The path below the root that C{segments} name, when they may be served.
+        """
         names = []
         for segment in segments:
             try:
@@ -153,6 +161,12 @@ class AssetFiles(Resource):
         # A link may not lead into what is hidden either (the builder's work directories).
         if any(part.startswith(".") for part in Path(os.path.relpath(path, root)).parts):
             return None
+        return path
+
+    def _open(self, segments: list[bytes]) -> tuple[int, os.stat_result, str] | None:
+        path = self._resolve(segments)
+        if path is None:
+            return None
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
@@ -161,7 +175,35 @@ class AssetFiles(Resource):
         if not stat.S_ISREG(status.st_mode):
             os.close(fd)
             return None
-        return fd, status, names[-1]
+        return fd, status, segments[-1].decode("utf-8")
+
+    def _composed(self, segments: list[bytes]) -> ComposedBody | None:
+        """
+        The combined initrd of a C{prepare-iso --pxe} directory, composed from its two
+        files, each opened as any file here would be.
+        """
+        if len(segments) < 2 or segments[-1] != COMBINED.encode():
+            return None
+        parent = segments[:-1]
+        directory = self._resolve(parent)
+        if directory is None or os.path.exists(os.path.join(directory, METADATA)):
+            return None
+        iso = iso_name(Path(directory))
+        if iso is None:
+            return None
+        initrd = self._open([*parent, INITRD.encode()])
+        if initrd is None:
+            return None
+        image = self._open([*parent, iso.encode()])
+        if image is None:
+            os.close(initrd[0])
+            return None
+        try:
+            return ComposedBody(initrd[0], initrd[1], image[0], image[1])
+        except ValueError:
+            os.close(initrd[0])
+            os.close(image[0])
+            return None
 
     def render_HEAD(self, request: IRequest) -> Any:
         return self.render_GET(request)
@@ -169,27 +211,28 @@ class AssetFiles(Resource):
     def render_GET(self, request: IRequest) -> Any:
         postpath: list[bytes] = getattr(request, "postpath", [])
         opened = self._open(postpath)
-        if opened is None:
+        body: FileBody | ComposedBody | None
+        body = FileBody(*opened) if opened is not None else self._composed(postpath)
+        if body is None:
             request.setResponseCode(http.NOT_FOUND)
             request.setHeader(b"content-type", b"application/json")
             return b'{"error": "not found"}\n'
-        fd, status, name = opened
-        etag = _etag(status)
-        modified = email.utils.formatdate(status.st_mtime, usegmt=True)
-        request.setHeader(b"content-type", _content_type(name).encode())
+        etag = body.etag
+        modified = email.utils.formatdate(body.mtime, usegmt=True)
+        request.setHeader(b"content-type", _content_type(body.name).encode())
         request.setHeader(b"etag", etag.encode())
         request.setHeader(b"last-modified", modified.encode())
         request.setHeader(b"accept-ranges", b"bytes")
-        if _not_modified(request, etag, status.st_mtime):
-            os.close(fd)
+        if _not_modified(request, etag, body.mtime):
+            body.close()
             request.setResponseCode(http.NOT_MODIFIED)
             # A 304 may only announce the file's own length (RFC 9110, 8.6); returning
             # an empty body would make Twisted announce 0.
-            request.setHeader(b"content-length", str(status.st_size).encode())
+            request.setHeader(b"content-length", str(body.size).encode())
             request.write(b"")
             request.finish()
             return NOT_DONE_YET
-        size = status.st_size
+        size = body.size
         first, length = 0, size
         range_header = request.getHeader(b"range")
         if_range = request.getHeader(b"if-range")
@@ -198,7 +241,7 @@ class AssetFiles(Resource):
         ):
             wanted = parse_range(range_header.decode("latin-1"), size)
             if wanted is False:
-                os.close(fd)
+                body.close()
                 request.setResponseCode(http.REQUESTED_RANGE_NOT_SATISFIABLE)
                 request.setHeader(b"content-range", f"bytes */{size}".encode())
                 return b""
@@ -209,14 +252,40 @@ class AssetFiles(Resource):
                 request.setHeader(b"content-range", f"bytes {first}-{last}/{size}".encode())
         request.setHeader(b"content-length", str(length).encode())
         if request.method == b"HEAD" or length == 0:
-            os.close(fd)
+            body.close()
             return b""
         ended = None
         if self._watcher is not None:
             path = "/".join(segment.decode("utf-8") for segment in postpath)
             ended = self._watcher(request, path, length)
-        FileSender(cast(Request, request), fd, first, length, self._turns, ended).start()
+        body.send(cast(Request, request), first, length, self._turns, ended)
         return NOT_DONE_YET
+
+
+class FileBody:
+    """
+    A regular file as a response body.
+    """
+
+    def __init__(self, fd: int, status: os.stat_result, name: str) -> None:
+        self._fd = fd
+        self.name = name
+        self.size = status.st_size
+        self.mtime = status.st_mtime
+        self.etag = _etag(status)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def send(
+        self,
+        request: Request,
+        first: int,
+        length: int,
+        turns: Turns,
+        ended: DownloadEnded | None,
+    ) -> None:
+        FileSender(request, self._fd, first, length, turns, ended).start()
 
 
 def _not_modified(request: IRequest, etag: str, mtime: float) -> bool:
