@@ -6,6 +6,7 @@ machine, so a URL that cannot reach pxe-pilot from there is caught here instead.
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import re
 import socket
@@ -37,18 +38,46 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
-def _host_problem(host: str) -> str | None:
+class Unreachable(enum.Enum):
+    """
+    Why no installer can reach a host: it names the machine itself (C{localhost}), is a
+    loopback address, the unspecified address, or a link-local one.
+    """
+
+    LOOPBACK_NAME = "loopback name"
+    LOOPBACK = "loopback"
+    UNSPECIFIED = "unspecified"
+    LINK_LOCAL = "link-local"
+
+
+def unreachable(host: str) -> Unreachable | None:
+    """
+    Why C{host}, as an answer URL names it, cannot be pxe-pilot as an installer on
+    another machine reaches it; L{None} when nothing says so (names other than the
+    machine's own are never resolved). The server's assets health asks the same.
+    """
     name = host.lower().rstrip(".")
     if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
-        return f"its host {host} is loopback: each installer would ask itself"
+        return Unreachable.LOOPBACK_NAME
     address = _address(host)
     if address is None:
         return None
     if address.is_unspecified:
-        return f"its host {host} is the unspecified address, which no machine can connect to"
+        return Unreachable.UNSPECIFIED
     if address.is_loopback:
-        return f"its host {host} is loopback: each installer would ask itself"
+        return Unreachable.LOOPBACK
     if address.is_link_local:
+        return Unreachable.LINK_LOCAL
+    return None
+
+
+def _host_problem(host: str) -> str | None:
+    kind = unreachable(host)
+    if kind in (Unreachable.LOOPBACK_NAME, Unreachable.LOOPBACK):
+        return f"its host {host} is loopback: each installer would ask itself"
+    if kind is Unreachable.UNSPECIFIED:
+        return f"its host {host} is the unspecified address, which no machine can connect to"
+    if kind is Unreachable.LINK_LOCAL:
         return (
             f"its host {host} is link-local, which an installer with an address from DHCP "
             "does not reach"

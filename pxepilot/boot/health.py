@@ -5,7 +5,6 @@ reaches this server.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from urllib.parse import urlsplit
 from attrs import frozen
 from zope.interface import implementer
 
+from builder.answer_url import Unreachable, unreachable
 from pxepilot.address import HTTPAddress
 from pxepilot.boot.catalogue import Asset, scan
 from pxepilot.health import ComponentHealth, IHealthCheck
@@ -147,20 +147,16 @@ def answer_url_problem(url: str, address: HTTPAddress | None, proxied: bool = Fa
 
 
 def _unreachable_host(host: str) -> str | None:
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+    # The builder refuses the same hosts when it bakes the URL in; this says so of
+    # assets built with --force, or by other means.
+    kind = unreachable(host)
+    if kind is Unreachable.LOOPBACK_NAME:
         return f"{host} is the machine itself: each installer would ask itself"
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if isinstance(literal, ipaddress.IPv6Address) and literal.ipv4_mapped is not None:
-        # ::ffff:127.0.0.1 is 127.0.0.1 to a dual-stack socket.
-        literal = literal.ipv4_mapped
-    if literal.is_loopback:
+    if kind is Unreachable.LOOPBACK:
         return f"{host} is a loopback address: each installer would ask itself"
-    if literal.is_unspecified:
+    if kind is Unreachable.UNSPECIFIED:
         return f"{host} is no machine's address"
-    if literal.is_link_local:
+    if kind is Unreachable.LINK_LOCAL:
         return f"{host} is a link-local address, which installers configured by DHCP do not reach"
     return None
 
