@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -472,10 +472,18 @@ def pxe_pilot(directory: Path, answers: Path, assets: Path, *extra: str) -> Proc
     return process
 
 
-def qemu(directory: Path, name: str, firmware: str, mac: str, tap_name: str) -> Process:
+def qemu(
+    directory: Path,
+    name: str,
+    firmware: str,
+    mac: str,
+    tap_name: str,
+    extra: Sequence[str] = (),
+) -> Process:
     """
     A guest that boots from the network: SeaBIOS with QEMU's iPXE ROM on an e1000, or
-    OVMF with its own UEFI PXE client on virtio-net (no option ROM).
+    OVMF with its own UEFI PXE client on virtio-net (no option ROM). C{extra}: more
+    QEMU arguments (firmware settings through C{-fw_cfg}, say).
     """
     args = [
         "qemu-system-x86_64",
@@ -501,7 +509,7 @@ def qemu(directory: Path, name: str, firmware: str, mac: str, tap_name: str) -> 
             "-device",
             f"virtio-net-pci,netdev=n0,mac={mac},romfile=",
         ]
-    return Process(name, netns(*args), directory)
+    return Process(name, netns(*args, *extra), directory)
 
 
 DHCP_NETNS = f"{NETNS}-dhcp"
@@ -509,10 +517,11 @@ DHCP_SERVER_ADDRESS = "10.99.0.2"
 
 
 @contextmanager
-def other_dhcp_server(directory: Path) -> Iterator[Process]:
+def other_dhcp_server(directory: Path, options: Sequence[str] = ()) -> Iterator[Process]:
     """
     The network's own DHCP server on another host (a namespace of its own, on the
-    lab's bridge through a veth pair): addresses only, no boot information at all.
+    lab's bridge through a veth pair): addresses only, no boot information at all,
+    unless C{options} (more dnsmasq arguments) give some.
     """
     run("ip", "netns", "del", DHCP_NETNS, check=False)
     run("ip", "netns", "add", DHCP_NETNS)
@@ -538,6 +547,7 @@ def other_dhcp_server(directory: Path) -> Iterator[Process]:
                 "--dhcp-range=10.99.0.150,10.99.0.190,1h",
                 "--log-dhcp",
                 "--pid-file=",
+                *options,
             ],
             directory,
         )
