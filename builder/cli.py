@@ -53,7 +53,13 @@ def _http_url(text: str) -> str:
     try:
         url = DecodedURL.from_text(text)
     except Exception:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a URL") from None
+        bare_ipv6 = "::" in text and "[" not in text
+        hint = (
+            " (an IPv6 address goes in brackets: http://[fd00::1]:8080/answer)"
+            if bare_ipv6
+            else ""
+        )
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL{hint}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
     return text

@@ -11,6 +11,29 @@ from urllib.parse import urlsplit
 from attrs import define, field
 
 
+def plain_address(text: str) -> str:
+    """
+    A client's address as pxe-pilot keeps and shows it: an IPv4 client of a dual-stack
+    socket (bound to C{::}) arrives as C{::ffff:10.0.0.5} and is C{10.0.0.5}, as it would
+    be on an IPv4 socket; IPv6 in its one compressed, lower-case spelling, without a
+    scope. Anything that is not an address (C{unknown}) is left as it is.
+    """
+    try:
+        address = ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return text
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def url_host(address: str) -> str:
+    """
+    An address or name as the host of a URL: an IPv6 address in brackets.
+    """
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+
+
 @define
 class HTTPAddress:
     """
@@ -73,8 +96,7 @@ class HTTPAddress:
             return self.public_url
         if self.public_url:
             host = urlsplit(self.public_url).hostname or host
-        if ":" in host:
-            host = f"[{host}]"
+        host = url_host(host)
         port = self._listening_https_port or self.configured_https_port
         return f"https://{host}:{port}/"
 
@@ -90,9 +112,7 @@ class HTTPAddress:
         """
         if self.public_url:
             return self.public_url
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port()}/"
+        return f"http://{url_host(host)}:{self.port()}/"
 
     def own_ipv4(self) -> str | None:
         """
@@ -104,5 +124,19 @@ class HTTPAddress:
         host = urlsplit(self.public_url or "").hostname
         try:
             return str(ipaddress.IPv4Address(host or ""))
+        except ValueError:
+            return None
+
+    def own_ipv6(self) -> str | None:
+        """
+        pxe-pilot's IPv6 address where the system cannot say which one a request came
+        to: the bound interface (not C{::}), else the public URL's host if it is an
+        IPv6 address.
+        """
+        if self.interface and ":" in self.interface and self.interface != "::":
+            return self.interface
+        host = urlsplit(self.public_url or "").hostname
+        try:
+            return str(ipaddress.IPv6Address(host or ""))
         except ValueError:
             return None

@@ -50,7 +50,7 @@ from pxepilot.health import Disabled, IHealthCheck
 from pxepilot.hosts.health import HostsHealth
 from pxepilot.hosts.ledger import HostLedger, WorkerThread
 from pxepilot.hosts.model import EventKind
-from pxepilot.hosts.neighbours import arp_table_lookup
+from pxepilot.hosts.neighbours import neighbour_table_lookup
 from pxepilot.hosts.recorder import LedgerRecorder
 from pxepilot.hosts.store import SQLiteHostStore
 from pxepilot.hosts.tokens import KEY_FILE as WEBHOOK_SECRET_FILE
@@ -59,6 +59,7 @@ from pxepilot.http.app import PxePilotRoutes
 from pxepilot.http.boot import BootRoutes
 from pxepilot.http.forwarded import client_address
 from pxepilot.http.installer import InstallerRoutes
+from pxepilot.http.ipxe_files import HTTP_BOOT_FILE
 from pxepilot.http.listener import HTTPListener
 from pxepilot.http.operator import OperatorRoutes
 from pxepilot.http.secure import SecureOnly, TLSHealth
@@ -174,7 +175,7 @@ class PxePilot:
             run_blocking=self.run_blocking,
             install_timeout=config.install_timeout,
             host_expiry=config.host_expiry,
-            neighbours=arp_table_lookup(),
+            neighbours=neighbour_table_lookup(),
         )
         self.metrics = Metrics()
         self.metrics.watch_hosts(
@@ -305,6 +306,7 @@ class PxePilot:
             lambda local: f"{address.base_url(local)}boot.ipxe",
             address.own_ipv4,
             self.events,
+            http_boot_url=lambda local: f"{address.base_url(local)}{HTTP_BOOT_FILE}",
         )
         proxy.setName("proxy-dhcp")
         proxy.setServiceParent(self.service)

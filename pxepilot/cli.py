@@ -25,14 +25,16 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from io import BytesIO
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
 import treq
+from hyperlink import EncodedURL
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import react
-from twisted.web.client import Agent
+from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.http_headers import Headers
 
 from pxepilot._version import __version__
@@ -330,6 +332,20 @@ async def every_host(client: Client) -> dict[str, Any]:
     return report
 
 
+def _uri(url: str) -> bytes:
+    """
+    C{url} as an HTTP request names it: a host name in its ASCII (IDNA) form, and an IPv6
+    address as it is, in brackets (hyperlink, and so treq, would run it through IDNA and
+    fail).
+
+    @raise ValueError: when it is no URL.
+    """
+    parsed = EncodedURL.from_text(url)
+    if ":" in parsed.host:
+        return parsed.to_text().encode("ascii")
+    return parsed.to_uri().to_text().encode("ascii")
+
+
 class Client:
     """
     Calls a pxe-pilot's JSON routes.
@@ -346,7 +362,7 @@ class Client:
         self._agent = (
             Agent(reactor, contextFactory=PinnedPolicy(pinned))
             if pinned and self._base.startswith("https://")
-            else None
+            else Agent(reactor)
         )
 
     async def call(self, method: str, path: str, body: bytes | None = None) -> dict[str, Any]:
@@ -359,15 +375,10 @@ class Client:
         if self._token:
             headers.setRawHeaders(b"authorization", [f"Bearer {self._token}".encode()])
         try:
-            response = await treq.request(
-                method,
-                url,
-                headers=headers,
-                data=body,
-                timeout=TIMEOUT,
-                reactor=self._reactor,
-                agent=self._agent,
-            )
+            producer = FileBodyProducer(BytesIO(body)) if body is not None else None
+            asked = self._agent.request(method.encode("ascii"), _uri(url), headers, producer)
+            asked.addTimeout(TIMEOUT, self._reactor)
+            response = await asked
             body = await treq.content(response)
         except Exception as e:
             raise CommandError(f"cannot reach pxe-pilot at {self._base}: {_reason(e)}") from None

@@ -66,7 +66,8 @@ class Config:
     @ivar asset_url: External base URL of the assets directory, with a trailing slash;
         L{None} to derive it from each request.
     @ivar port: HTTP port; 0 picks a free one.
-    @ivar interface: Address to bind HTTP and TFTP to; L{None} for all IPv4 addresses.
+    @ivar interface: Address to bind HTTP and TFTP to; L{None} for all IPv4 addresses,
+        C{::} for all IPv6 and IPv4 addresses.
     @ivar boot_enabled: Whether to run the built-in TFTP server.
     @ivar tftp_port: TFTP port; 0 picks a free one.
     @ivar tftp_root: Files served over TFTP.
@@ -214,12 +215,19 @@ def parse_port(text: str) -> int:
 
 
 def parse_interface(text: str) -> str | None:
-    if text.strip().lower() in ("", "all", "*"):
+    # None (all, 0.0.0.0) is every IPv4 address; :: is every IPv6 address and, as Linux
+    # sockets are dual-stack unless net.ipv6.bindv6only is set, every IPv4 one too.
+    if text.strip().lower() in ("", "all", "*", "0.0.0.0"):
         return None
     try:
-        return str(ipaddress.ip_address(text.strip()))
+        address = ipaddress.ip_address(text.strip().strip("[]"))
     except ValueError:
-        raise ValueError(f"{text!r} is not an IP address (or 'all')") from None
+        raise ValueError(f"{text!r} is not an IPv4 or IPv6 address, '::' or 'all'") from None
+    if isinstance(address, ipaddress.IPv6Address) and (address.scope_id or address.is_link_local):
+        # A link-local address needs its link named in each bind and URL; iPXE's can't.
+        raise ValueError(f"{text!r} is link-local; give a global or unique-local one, or '::'")
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
 
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
@@ -257,7 +265,9 @@ def parse_base_url(text: str) -> str | None:
     try:
         url = DecodedURL.from_text(text.strip())
     except Exception:
-        raise ValueError(f"{text!r} is not a URL") from None
+        bare_ipv6 = "::" in text and "[" not in text
+        hint = " (an IPv6 address goes in brackets: [fd00::1])" if bare_ipv6 else ""
+        raise ValueError(f"{text!r} is not a URL{hint}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(f"{text!r} is not an absolute http:// or https:// URL")
     if url.query or url.fragment:
@@ -365,7 +375,7 @@ SETTINGS: tuple[Setting, ...] = (
         "interface",
         "PXE_PILOT_INTERFACE",
         "all",
-        "address to bind HTTP and TFTP to",
+        "address to bind HTTP and TFTP to: IPv4, IPv6, :: (all, both) or all (IPv4)",
         parse_interface,
         metavar="ADDR",
     ),

@@ -51,7 +51,8 @@ class DownloadStarted:
     An asset's body started over HTTP.
 
     @ivar client: The client's IP address.
-    @ivar path: The file, below the assets directory.
+    @ivar path: The file, below the assets directory, or C{ipxe/<name>} for a
+        file of the TFTP root served over HTTP.
     @ivar length: Bytes to send.
     """
 
@@ -173,8 +174,8 @@ class ProxyDHCPReplied:
     """
     proxyDHCP decided what to do with a packet.
 
-    @ivar outcome: C{offered}, C{acked}, C{not-pxe}, C{unsupported-arch}, C{ignored} or
-        C{malformed}.
+    @ivar outcome: C{offered}, C{acked}, C{not-pxe}, C{unsupported-arch},
+        C{too-large}, C{ignored} or C{malformed}.
     @ivar mac: The client's hardware address as text, if the packet named one.
     @ivar detail: The firmware and boot file, or why nothing was sent.
     """

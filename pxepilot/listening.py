@@ -93,14 +93,23 @@ class ListeningService(Service):
         try:
             self._port = self._listen()
         except CannotListenError as e:
-            raise ListenFailed(self.kind, e.interface, e.port, e.socketError) from e
+            failure = ListenFailed(self.kind, e.interface, e.port, e.socketError)
+            raise self._explained(failure) from e
         address = self._port.getHost()
+        host = str(getattr(address, "host", "?"))
         log.info(
             "{kind} listening on {host}:{port}",
             kind=self.kind,
-            host=getattr(address, "host", "?"),
+            host=f"[{host}]" if ":" in host else host,
             port=getattr(address, "port", "?"),
         )
+
+    def _explained(self, failure: ListenFailed) -> ListenFailed:
+        """
+        What start-up reports for C{failure}: a service that can say more (who holds
+        the port, say) returns a more telling one.
+        """
+        return failure
 
     @property
     def listening(self) -> bool:

@@ -26,7 +26,17 @@ CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 # Route labels: a fixed set, so a scan of random paths cannot grow the series.
 ROUTES = frozenset(
-    {"answer", "webhook", "hosts", "boot.ipxe", "menu.ipxe", "assets", "health", "metrics"}
+    {
+        "answer",
+        "webhook",
+        "hosts",
+        "boot.ipxe",
+        "menu.ipxe",
+        "assets",
+        "ipxe",
+        "health",
+        "metrics",
+    }
 )
 
 
@@ -183,7 +193,7 @@ class Metrics:
             _CountsCollector(
                 "pxepilot_proxy_dhcp_packets",
                 "proxyDHCP packets by outcome (offered, acked, not-pxe, unsupported-arch, "
-                "ignored, malformed)",
+                "too-large, ignored, malformed)",
                 outcomes,
             )
         )

@@ -6,13 +6,14 @@ the binary; everything else is the TFTP root as it is, names checked as always.
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.request
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import pytest_twisted
-import treq
 from twisted.application.service import IServiceCollection, MultiService
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
@@ -406,6 +407,14 @@ def fetch_ipxe_style(server: tuple[str, int], name: str) -> bytes:
         sock.close()
 
 
+def http_get(url: str) -> tuple[int, str]:
+    """
+    GET C{url} (an IPv6 host in brackets, which treq cannot yet); its status and body.
+    """
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - http only
+        return response.status, response.read().decode()
+
+
 def service_port(top: IServiceCollection, *names: str) -> int:
     service: Any = top
     for name in names:
@@ -413,14 +422,32 @@ def service_port(top: IServiceCollection, *names: str) -> int:
     return cast(int, service.address().port)
 
 
+@pytest.mark.parametrize(
+    ("interface", "client", "https_port"),
+    [
+        ("127.0.0.1", "127.0.0.1", 8443),
+        ("::1", "::1", 0),
+        # Both families on one dual-stack pxe-pilot.
+        ("::", "::1", 0),
+        ("::", "127.0.0.1", 0),
+    ],
+)
 @pytest_twisted.ensureDeferred
 async def test_boot_chain_over_sockets(
-    tmp_path: Path, root: Path, answers_dir: AnswersDir
+    tmp_path: Path,
+    root: Path,
+    answers_dir: AnswersDir,
+    interface: str,
+    client: str,
+    https_port: int,
 ) -> None:
     """
     On loopback: firmware loads the iPXE binary over TFTP; that iPXE, asking for itself,
     is sent to C{boot.ipxe} on the HTTP port pxe-pilot really listens on; C{boot.ipxe}
-    over TFTP points there too; and HTTP answers both scripts.
+    over TFTP points there too; and HTTP answers both scripts; over IPv4, IPv6 (every
+    URL with the address in brackets) and both families of one pxe-pilot bound to
+    C{::}. The TFTP download after the menu is placed on the host the menu named: HTTP
+    and TFTP know the client by one address.
     """
     (tmp_path / "assets").mkdir()
     answers_dir.write("default.toml")
@@ -428,18 +455,20 @@ async def test_boot_chain_over_sockets(
         answers_dir=answers_dir.root,
         assets_dir=tmp_path / "assets",
         port=0,
-        interface="127.0.0.1",
+        interface=interface,
         boot_enabled=True,
         tftp_port=0,
         tftp_root=root,
         state_dir=tmp_path / "state",
+        https_port=https_port,
     )
     top = cast(MultiService, make_service(config))
     top.startService()
     try:
         http_port = service_port(top, "http")
-        tftp = ("127.0.0.1", service_port(top, "pxe-pilot", "tftp"))
-        base = f"http://127.0.0.1:{http_port}/"
+        tftp = (client, service_port(top, "pxe-pilot", "tftp"))
+        host = f"[{client}]" if ":" in client else client
+        base = f"http://{host}:{http_port}/"
 
         binary = await deferToThread(download, tftp, "ipxe.efi", 1468)
         assert binary == BINARY + b"ipxe.efi"
@@ -450,15 +479,19 @@ async def test_boot_chain_over_sockets(
         script = await deferToThread(download, tftp, "boot.ipxe")
         assert script == boot_script(f"{base}menu.ipxe").encode()
 
-        response = await treq.get(f"{base}boot.ipxe", persistent=False)
-        over_http = (await response.content()).decode()
+        _, over_http = await deferToThread(http_get, f"{base}boot.ipxe")
         [menu_url] = re.findall(r"^chain --autofree (\S+)", over_http, re.MULTILINE)
         assert menu_url == f"{base}menu.ipxe?{MENU_QUERY}"
 
         mac_url = menu_url.split("?")[0] + "?mac=b0:7b:25:c1:0a:10&platform=efi"
-        response = await treq.get(mac_url, persistent=False)
-        menu = (await response.content()).decode()
-        assert response.code == 200
+        code, menu = await deferToThread(http_get, mac_url)
+        assert code == 200
         assert menu.startswith("#!ipxe\n# pxe-pilot menu for b0:7b:25:c1:0a:10")
+
+        await deferToThread(download, tftp, "ipxe.efi", 1468)
+        _, text = await deferToThread(http_get, f"{base}hosts/b0:7b:25:c1:0a:10/status")
+        report = json.loads(text)
+        kinds = [event["kind"] for event in report["timeline"]]
+        assert "tftp" in kinds, report
     finally:
         await top.stopService()

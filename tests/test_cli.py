@@ -85,6 +85,45 @@ def test_hosts_status_and_reinstall(server: tuple[TwistdProcess, int]) -> None:
     assert request(port, "POST", "/answer", fixture_bytes("installer-post-9.2.json"))[0] == 200
 
 
+def test_hosts_and_status_over_ipv6(answers_dir: AnswersDir, tmp_path: Path) -> None:
+    """
+    Against a pxe-pilot bound to C{::}, the command reaches it at an IPv6 URL and shows
+    a host installed with an IPv6 address; the installer asked over IPv4 of the same
+    dual-stack port.
+    """
+    answers_dir.write("default.toml")
+    (tmp_path / "assets").mkdir()
+    process = TwistdProcess(
+        ["--interface", "::", "--port", "0", "--state", str(tmp_path / "state")],
+        env={
+            "PXE_PILOT_ANSWERS_DIR": str(answers_dir.root),
+            "PXE_PILOT_ASSETS_DIR": str(tmp_path / "assets"),
+            "PXE_PILOT_ADMIN_TOKEN": TOKEN,
+            "PXE_PILOT_HTTPS_PORT": "0",
+        },
+    )
+    try:
+        port = process.http_port()
+        webhook = fixture_bytes("post-install-webhook-9.1.json").replace(
+            b'"192.0.2.21/24"', b'"fd00:77::1f2/64"'
+        )
+        code, _, _ = request(port, "POST", "/answer", fixture_bytes("installer-post-9.2.json"))
+        assert code == 200
+        assert request(port, "POST", "/webhook", webhook)[0] == 200
+
+        url = f"http://[::1]:{port}"
+        listing = cli(port, "--url", url, "hosts")
+        assert listing.returncode == 0, listing.stderr
+        _, row = listing.stdout.splitlines()
+        assert row.split()[:2] == [MAC, "installed"]
+        assert "fd00:77::1f2/64" in row.split()
+        status = cli(port, "--url", url, "status", MAC)
+        assert status.returncode == 0, status.stderr
+        assert "  address: fd00:77::1f2/64" in status.stdout.splitlines()
+    finally:
+        assert process.stop() in (0, -15), process.text
+
+
 def test_errors_are_one_line(server: tuple[TwistdProcess, int], tmp_path: Path) -> None:
     """
     A missing or wrong token, an unknown host, a bad MAC and an unreachable server

@@ -234,7 +234,10 @@ def test_empty_environment_variable_is_unset(dirs: Path) -> None:
         ({"tftp-port": "6 9"}, {}, "--tftp-port: '6 9' is not a port number"),
         ({"log-level": "verbose"}, {}, "--log-level: 'verbose' is not one of debug"),
         ({}, {"PXE_PILOT_BOOT_ENABLED": "maybe"}, "PXE_PILOT_BOOT_ENABLED: 'maybe' is not"),
-        ({"interface": "eth0"}, {}, "--interface: 'eth0' is not an IP address"),
+        ({"interface": "eth0"}, {}, "--interface: 'eth0' is not an IPv4 or IPv6 address"),
+        ({"interface": "fd00::zz"}, {}, "--interface: 'fd00::zz' is not an IPv4 or IPv6"),
+        ({"interface": "fe80::1%eth0"}, {}, "--interface: 'fe80::1%eth0' is link-local; give"),
+        ({"interface": "fe80::1"}, {}, "--interface: 'fe80::1' is link-local; give a global"),
         ({"asset-url": "ftp://x/"}, {}, "--asset-url: 'ftp://x/' is not an absolute http"),
         ({"asset-url": "/assets"}, {}, "is not an absolute http:// or https:// URL"),
         ({"asset-url": "http://x/?a=1"}, {}, "a base URL has no query"),
@@ -248,6 +251,17 @@ def test_empty_environment_variable_is_unset(dirs: Path) -> None:
         ({"host-expiry": "59"}, {}, "--host-expiry: 59 is outside 60-31622400"),
         ({"kernel-args": "a;reboot"}, {}, "--kernel-args: 'a;reboot' has characters"),
         ({"public-url": "pxe:8080"}, {}, "--public-url: 'pxe:8080' is not an absolute"),
+        (
+            {"public-url": "http://fd00::1:8080/"},
+            {},
+            "--public-url: 'http://fd00::1:8080/' is not a URL (an IPv6 address goes in "
+            "brackets: [fd00::1])",
+        ),
+        (
+            {"public-url": "http://[fd00::zz]/"},
+            {},
+            "--public-url: 'http://[fd00::zz]/' is not a URL",
+        ),
         ({}, {"PXE_PILOT_ASSETS_DIR": "missing"}, "PXE_PILOT_ASSETS_DIR: "),
     ],
 )
@@ -315,6 +329,46 @@ def test_interfaces(dirs: Path) -> None:
     assert v4.http_endpoint() == "tcp:port=0:interface=127.0.0.1:backlog=1024"
     v6 = load_config({"interface": "::1"}, {})
     assert v6.http_endpoint() == "tcp6:port=8080:interface=\\:\\:1:backlog=1024"
+
+
+@pytest.mark.parametrize(
+    ("given", "interface", "endpoint"),
+    [
+        # Every IPv4 address, however it is said.
+        ("all", None, "tcp:port=8080:backlog=1024"),
+        ("0.0.0.0", None, "tcp:port=8080:backlog=1024"),
+        # Every IPv6 address, and (dual-stack) every IPv4 one.
+        ("::", "::", "tcp6:port=8080:interface=\\:\\::backlog=1024"),
+        ("fd00:77::1", "fd00:77::1", "tcp6:port=8080:interface=fd00\\:77\\:\\:1:backlog=1024"),
+        # One spelling: compressed, lower case; brackets as in a URL are taken off.
+        ("FD00:0077:0:0::0001", "fd00:77::1", None),
+        ("[fd00:77::1]", "fd00:77::1", None),
+        # An IPv4 address written as IPv6 is the IPv4 address.
+        ("::ffff:192.0.2.10", "192.0.2.10", "tcp:port=8080:interface=192.0.2.10:backlog=1024"),
+    ],
+)
+def test_ipv6_interfaces(
+    dirs: Path, given: str, interface: str | None, endpoint: str | None
+) -> None:
+    """
+    C{--interface} takes an IPv6 address or C{::}, kept in one spelling, and the HTTP
+    endpoint binds IPv6 for it; C{all} and C{0.0.0.0} stay every IPv4 address.
+    """
+    config = load_config({"interface": given}, {})
+    assert config.interface == interface
+    if endpoint is not None:
+        assert config.http_endpoint() == endpoint
+
+
+def test_public_url_with_an_ipv6_address(dirs: Path) -> None:
+    """
+    The public and asset URLs may name a host by an IPv6 address, in brackets.
+    """
+    config = load_config(
+        {"public-url": "http://[fd00:77::1]:8080", "asset-url": "http://[fd00:77::2]/assets"}, {}
+    )
+    assert config.public_url == "http://[fd00:77::1]:8080/"
+    assert config.asset_url == "http://[fd00:77::2]/assets/"
 
 
 def test_asset_url_normalised(dirs: Path) -> None:

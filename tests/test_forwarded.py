@@ -38,6 +38,12 @@ def request(peer: str, *forwarded: str) -> DummyRequest:
         ("10.0.0.2", ["garbage, 10.0.0.3"], "10.0.0.3"),  # malformed: stop at last hop
         ("2001:db8::1", ["2001:db9::7"], "2001:db9::7"),
         ("::ffff:10.0.0.2", ["198.51.100.1"], "198.51.100.1"),  # v4-mapped proxy
+        # A dual-stack listener's IPv4 client is its IPv4 address, proxied or not.
+        ("::ffff:192.0.2.9", [], "192.0.2.9"),
+        ("::ffff:10.0.0.2", ["::ffff:198.51.100.1"], "198.51.100.1"),
+        # IPv6 in its one spelling, as the ledger keys it.
+        ("2001:DB8:0::1", ["2001:db9:0:0::7"], "2001:db9::7"),
+        ("fd00:77:0:0:0:0:0:1f2", [], "fd00:77::1f2"),
     ],
 )
 def test_client_address(peer: str, forwarded: list[str], expected: str) -> None:
@@ -138,6 +144,41 @@ def test_base_on_an_ipv6_address() -> None:
     assert base(request) == "http://[2001:db8::1]:8080/"
 
 
+@pytest.mark.parametrize(
+    ("local", "headers", "expected"),
+    [
+        # The Host header an IPv6 client sends is already bracketed.
+        (
+            IPv6Address("TCP", "fd00:77::1", 8080),
+            {"Host": ["[fd00:77::1]:8080"]},
+            "http://[fd00:77::1]:8080/",
+        ),
+        (IPv6Address("TCP", "fd00:77::1", 80), {"Host": ["[fd00:77::1]"]}, "http://[fd00:77::1]/"),
+        # Unbracketed, it cannot be told from a port: the local address is used.
+        (
+            IPv6Address("TCP", "fd00:77::1", 8080),
+            {"Host": ["fd00:77::1"]},
+            "http://[fd00:77::1]:8080/",
+        ),
+        (
+            IPv6Address("TCP", "fd00:77::1", 8080),
+            {"Host": ["[fd00:77::zz]"]},
+            "http://[fd00:77::1]:8080/",
+        ),
+        # A dual-stack listener's IPv4 connection: the IPv4 address, unbracketed.
+        (IPv6Address("TCP", "::ffff:192.0.2.1", 8080), {}, "http://192.0.2.1:8080/"),
+    ],
+)
+def test_base_for_an_ipv6_listener(
+    local: IPv6Address, headers: dict[str, list[str]], expected: str
+) -> None:
+    """
+    Behind an IPv6 or dual-stack listener the base URL brackets an IPv6 host and
+    names an IPv4 one as IPv4.
+    """
+    assert base(BaseRequest([b"boot.ipxe"], headers=headers, local=local)) == expected
+
+
 def test_public_url_wins() -> None:
     """
     A configured public URL is used as it is, whatever the request says.
@@ -174,6 +215,9 @@ def test_public_url_wins() -> None:
         ("2001:db8::7", {"X-Forwarded-Proto": ["https"]}, "https://pxe.test/"),
         ("192.0.2.9", {"X-Forwarded-Host": ["proxy.test"]}, "http://pxe.test/"),
         ("2001:db9::7", {"X-Forwarded-Proto": ["https"]}, "http://pxe.test/"),
+        # A proxy may name pxe-pilot by an IPv6 address, in brackets only.
+        ("2001:db8::7", {"X-Forwarded-Host": ["[fd00::1]:8443"]}, "http://[fd00::1]:8443/"),
+        ("2001:db8::7", {"X-Forwarded-Host": ["fd00::1"]}, "http://192.0.2.1:8080/"),
     ],
 )
 def test_base_from_forwarded_headers(

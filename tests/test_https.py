@@ -264,6 +264,32 @@ async def test_plain_http_is_refused_where_tls_is_required(
         await server.top.stopService()
 
 
+@pytest_twisted.ensureDeferred
+async def test_https_urls_for_a_machine_that_asked_by_an_ipv6_address(
+    answers_dir: AnswersDir, tmp_path: Path
+) -> None:
+    """
+    A machine that reached pxe-pilot at an IPv6 address (its C{Host} header in
+    brackets) is told HTTPS URLs with that address in brackets, once: the 403 of
+    C{--require-tls} and the injected webhook.
+    """
+    answers_dir.write("default.toml")
+    server = start(answers_dir, tmp_path, require_tls=True, inject_webhook=True)
+    try:
+        plain, https = server.port("http"), server.port("https")
+        host = {"Host": f"[fd00:77::1]:{plain}"}
+        code, _, answer, _ = await call(plain, "/answer", REQUEST_9_2, tls=False, headers=host)
+        assert code == 403
+        assert json.loads(answer)["https_url"] == f"https://[fd00:77::1]:{https}/answer"
+        host = {"Host": f"[fd00:77::1]:{https}"}
+        code, _, body, _ = await call(https, "/answer", REQUEST_9_2, headers=host)
+        assert code == 200
+        hook = tomllib.loads(body.decode())["post-installation-webhook"]
+        assert hook["url"] == f"https://[fd00:77::1]:{https}/webhook"
+    finally:
+        await server.top.stopService()
+
+
 def webhook_body(macs: list[str], token: str | None) -> bytes:
     """
     An installation report (9.1's shape) from a machine with C{macs}, with C{token} as

@@ -37,6 +37,8 @@ from pxepilot.tftp.server import Address, TFTPServer, TransferProtocol
 
 CLIENT = ("192.0.2.50", 2000)
 LOCAL = "192.0.2.10"
+CLIENT6 = ("fd00:77::1f2", 2000)
+LOCAL6 = "fd00:77::1"
 
 
 @implementer(IListeningPort)
@@ -240,14 +242,30 @@ def test_malformed_datagrams_change_nothing(root: Path, datagram: bytes) -> None
     assert len(h.ports) == 1
 
 
-def test_broadcast_requests_are_ignored(root: Path) -> None:
+@pytest.mark.parametrize("destination", ["255.255.255.255", "ff02::1", "ff05::1:3"])
+def test_broadcast_requests_are_ignored(root: Path, destination: str) -> None:
     """
-    RFC 1123 4.2.3.5: a request sent to the broadcast address gets nothing.
+    RFC 1123 4.2.3.5: a request sent to the broadcast address, or to an IPv6 multicast
+    group (IPv6's broadcast), gets nothing.
     """
     h = Harness(root)
-    h.request("undionly.kpxe", destination="255.255.255.255")
+    client = CLIENT6 if ":" in destination else CLIENT
+    h.request("undionly.kpxe", destination=destination, client=client, local="")
     assert h.ports == []
     assert h.refusals == []
+
+
+def test_an_ipv6_request_becomes_an_ipv6_transfer(root: Path) -> None:
+    """
+    A request sent to an IPv6 address opens its transfer there; where the system did
+    not say which address was asked, the transfer still opens in the client's family.
+    """
+    h = Harness(root)
+    h.request("undionly.kpxe", client=CLIENT6, local=LOCAL6, destination=LOCAL6)
+    h.request("undionly.kpxe", client=("fd00:77::1f3", 2001), local="", destination="")
+    h.request("undionly.kpxe", client=("192.0.2.51", 2002), local="", destination="")
+    assert [port.interface for port in h.ports] == [LOCAL6, "::", ""]
+    assert h.ports[0].protocol.peer == CLIENT6  # type: ignore[attr-defined]
 
 
 def test_repeated_request_does_not_start_a_second_transfer(root: Path) -> None:
@@ -454,15 +472,21 @@ def shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(st.binary(max_size=700))
-def test_any_datagram_on_the_request_port(shared_root: Path, datagram: bytes) -> None:
+@given(st.binary(max_size=700), st.sampled_from([(CLIENT, LOCAL), (CLIENT6, LOCAL6)]))
+def test_any_datagram_on_the_request_port(
+    shared_root: Path, datagram: bytes, family: tuple[Address, str]
+) -> None:
     """
-    Whatever arrives on the request port, nothing escapes and the next request is served.
+    Whatever arrives on the request port, over IPv4 or IPv6, nothing escapes and the
+    next request is served.
     """
+    client, local = family
     h = Harness(shared_root)
-    h.server.requestReceived(datagram, CLIENT, LOCAL, LOCAL)
+    h.server.requestReceived(datagram, client, local, local)
     h.request("undionly.kpxe", client=("192.0.2.77", 7777))
     assert h.ports[-1].protocol.peer == ("192.0.2.77", 7777)  # type: ignore[attr-defined]
+    h.request("undionly.kpxe", client=("fd00:77::77", 7777), local=LOCAL6, destination=LOCAL6)
+    assert h.ports[-1].protocol.peer == ("fd00:77::77", 7777)  # type: ignore[attr-defined]
     h.server.stop_all()
 
 

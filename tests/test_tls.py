@@ -458,6 +458,13 @@ def test_certificate_names(monkeypatch: pytest.MonkeyPatch) -> None:
         "localhost",
     )
     assert certificate_names(None, None) == ("pxe", "pxe.example.com", "localhost")
+    # An IPv6 interface and a public URL naming the same address: one IP name.
+    assert certificate_names("fd00:77::1", "http://[FD00:77::1]:8080/") == (
+        "fd00:77::1",
+        "pxe",
+        "pxe.example.com",
+        "localhost",
+    )
 
 
 def peer_certificate(port: int) -> tuple[bytes, str | None]:

@@ -388,30 +388,42 @@ class Addressed(DatagramProtocol):
         self.received.append((datagram, addr))
 
 
+@pytest.mark.parametrize(
+    ("bound", "client_address"),
+    [
+        ("", "127.0.0.1"),
+        ("::", "::1"),
+        # The dual-stack socket's IPv4 client: told, and answered, as IPv4.
+        ("::", "127.0.0.1"),
+    ],
+)
 @pytest_twisted.ensureDeferred
-async def test_addressed_port_over_a_socket() -> None:
+async def test_addressed_port_over_a_socket(bound: str, client_address: str) -> None:
     """
     Bound to every address, C{AddressedPort} learns the local address and interface
     of each datagram, and answers through its socket: the whole chain through
-    C{_bindSocket}, C{socket}, C{maxPacketSize} and C{protocol} works.
+    C{_bindSocket}, C{socket}, C{maxPacketSize} and C{protocol} works, for IPv4 and
+    IPv6, and for IPv4 on an IPv6 socket.
     """
     protocol = Addressed()
-    port = AddressedPort(0, protocol, "", reactor=reactor())
+    port = AddressedPort(0, protocol, bound, reactor=reactor())
     port.startListening()
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    family = socket.AF_INET6 if ":" in client_address else socket.AF_INET
+    client = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        client.bind(("127.0.0.1", 0))
+        client.bind((client_address, 0))
         client.setblocking(False)
-        client.sendto(b"hello", ("127.0.0.1", port.getHost().port))
+        client.sendto(b"hello", (client_address, port.getHost().port))
         await until(lambda: bool(protocol.received))
         [(data, address, local, destination, interface)] = protocol.received
-        assert (data, address) == (b"hello", client.getsockname())
-        assert (local, destination) == ("127.0.0.1", "127.0.0.1")
+        assert (data, address) == (b"hello", client.getsockname()[:2])
+        assert (local, destination) == (client_address, client_address)
         assert interface == socket.if_nametoindex("lo")
 
         port.send_from(b"hi", address, local, interface)
         await until(lambda: _readable(client))
-        assert client.recvfrom(100) == (b"hi", ("127.0.0.1", port.getHost().port))
+        reply, source = client.recvfrom(100)
+        assert (reply, source[:2]) == (b"hi", (client_address, port.getHost().port))
     finally:
         client.close()
         await maybeDeferred(port.stopListening)

@@ -73,6 +73,14 @@ def display(text: str, limit: int = 70) -> str:
     return " ".join(word for word in words if word and word not in _COMMAND_SEPARATORS)
 
 
+# Run DHCP only when iPXE has no address yet: an IPv4 one (${ip}), or a routable IPv6 one
+# from DHCPv6 (netX.dhcpv6/ip6) or from a router's advertised prefix (netX.ndp.0/ip6).
+# ${ip6} alone is no sign, as iPXE always sets it to the link-local address. Run again on
+# an IPv6-only network, "dhcp" would wait for IPv4's DHCP to time out first.
+_HAS_ADDRESS = ("${ip}", "${netX.dhcpv6/ip6}", "${netX.ndp.0/ip6}")
+_CONFIGURE_NETWORK = "".join(f"isset {setting} || " for setting in _HAS_ADDRESS) + "dhcp\n"
+
+
 def chain_script(boot_url: str) -> str:
     """
     What an iPXE that asks for a boot binary over TFTP gets instead: it already runs,
@@ -82,7 +90,7 @@ def chain_script(boot_url: str) -> str:
     return (
         "#!ipxe\n"
         "# pxe-pilot: this machine runs iPXE already; on to the boot script over HTTP.\n"
-        "isset ${ip} || dhcp\n"
+        f"{_CONFIGURE_NETWORK}"
         f"chain --autofree {boot_url} || goto failed\n"
         ":failed\n"
         f"echo pxe-pilot: cannot load {boot_url} (${{errno}}); trying again in 10 seconds\n"
@@ -99,7 +107,7 @@ def boot_script(menu_url: str) -> str:
     return (
         "#!ipxe\n"
         "# pxe-pilot boot script\n"
-        "isset ${ip} || dhcp\n"
+        f"{_CONFIGURE_NETWORK}"
         f"{_GATHER_MEMORY}"
         ":menu\n"
         f"chain --autofree {url} || goto failed\n"

@@ -16,8 +16,12 @@ MAGIC_COOKIE = b"\x63\x82\x53\x63"
 _FIXED = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
 HEADER_SIZE = _FIXED.size  # 236
 MIN_PACKET = HEADER_SIZE + len(MAGIC_COOKIE)
-# What a reply may take without the client announcing a larger size (RFC 2131, 2).
-MAX_REPLY = 576 - 28
+# The IP and UDP headers (without IP options) around a DHCP message.
+IP_UDP_HEADERS = 20 + 8
+# The smallest IP datagram every DHCP client must accept (RFC 2131, 2; RFC 2132, 9.10),
+# and so what a reply may take without the client announcing a larger size.
+MIN_DATAGRAM = 576
+MAX_REPLY = MIN_DATAGRAM - IP_UDP_HEADERS
 
 BOOTREQUEST = 1
 BOOTREPLY = 2
@@ -244,6 +248,19 @@ def encode(packet: Packet) -> bytes:
     data = header + bytes(body)
     # Some PXE ROMs drop replies shorter than a BOOTP packet (300 bytes).
     return data.ljust(300, b"\0")
+
+
+def max_reply_size(packet: Packet) -> int:
+    """
+    The largest DHCP message the client of C{packet} accepts: its maximum DHCP message
+    size (option 57, the whole IP datagram) less the IP and UDP headers. Without the
+    option, or with a value that is not two bytes or is below 576 (invalid, RFC 2132
+    9.10), the 576 bytes every client must accept.
+    """
+    value = packet.option(Option.MAX_MESSAGE_SIZE)
+    if value is None or len(value) != 2:
+        return MAX_REPLY
+    return max(MIN_DATAGRAM, int.from_bytes(value, "big")) - IP_UDP_HEADERS
 
 
 def vendor_class(packet: Packet) -> bytes:

@@ -8,10 +8,14 @@ information, and never offers an address.
   x86-64 UEFI (7, and 9, which many firmwares send). BIOS offers carry PXE option 43
   with discovery control 8 (boot from the file in this offer); UEFI offers carry none,
   so that EDK2 asks again on port 4011, the path its firmwares follow reliably.
+- UEFI HTTP Boot firmware (vendor class C{HTTPClient}, x86-64: option 93 = 16) gets
+  the HTTP URL of C{ipxe.efi} on pxe-pilot's HTTP side, and option 60 C{HTTPClient},
+  without which it ignores the offer.
 - iPXE (user class C{iPXE}) gets the HTTP URL of C{boot.ipxe}.
-- Everything else (no C{PXEClient}, another architecture, another message, a hardware
-  type other than Ethernet) gets nothing. Malformed packets are dropped and counted.
-  Requests that came through a relay agent are answered through it.
+- Everything else (no C{PXEClient} or C{HTTPClient}, another architecture, another
+  message, a hardware type other than Ethernet) gets nothing. Malformed packets are
+  dropped and counted. Requests that came through a relay agent are answered through it.
+  A reply larger than the client accepts (option 57) is not sent.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pxepilot.dhcp.packet import (
     architectures,
     decode,
     encode,
+    max_reply_size,
     user_classes,
     vendor_class,
 )
@@ -54,6 +59,10 @@ EFI_FILE = "ipxe.efi"
 # RFC 4578 client architectures: BIOS, and the two codes x86-64 UEFI firmwares send.
 BIOS = 0
 EFI_X86_64 = frozenset({7, 9})
+# RFC 4578 (IANA's registry): x86-64 UEFI HTTP Boot.
+EFI_X86_64_HTTP = 16
+PXE_CLIENT = b"PXEClient"
+HTTP_CLIENT = b"HTTPClient"
 # PXE option 43, sub-option 6 (PXE_DISCOVERY_CONTROL) = 8: no boot server discovery,
 # boot the file named in this offer.
 PXE_BOOT_FROM_OFFER = bytes([6, 1, 8, 255])
@@ -67,6 +76,7 @@ class Outcome(enum.Enum):
     ACKED = "acked"
     NOT_PXE = "not-pxe"
     UNSUPPORTED_ARCH = "unsupported-arch"
+    TOO_LARGE = "too-large"
     IGNORED = "ignored"
     MALFORMED = "malformed"
 
@@ -94,12 +104,15 @@ def decide(
     local: str,
     boot_script_url: Callable[[str], str],
     sender: tuple[str, int],
+    http_boot_url: Callable[[str], str] | None = None,
 ) -> Decision:
     """
     The answer to C{request}, received on C{port} at pxe-pilot's address C{local} from
     C{sender}.
 
     @param boot_script_url: The URL of C{boot.ipxe} as seen from C{local}.
+    @param http_boot_url: The HTTP URL of C{ipxe.efi} as seen from C{local}, for UEFI
+        HTTP Boot firmware; without it, such firmware is not answered.
     """
     if request.op != BOOTREQUEST or request.htype != 1 or request.hlen != 6:
         return Decision(Outcome.IGNORED, detail="not an Ethernet boot request")
@@ -110,7 +123,9 @@ def decide(
     }[port]
     if kind not in wanted:
         return Decision(Outcome.IGNORED, detail=f"{kind.name if kind else 'no'} message")
-    if not vendor_class(request).startswith(b"PXEClient"):
+    vendor = vendor_class(request)
+    http = vendor.startswith(HTTP_CLIENT)
+    if not vendor.startswith(PXE_CLIENT) and not (http and http_boot_url is not None):
         return Decision(Outcome.NOT_PXE)
     if port == DHCP_SERVER_PORT and kind is MessageType.REQUEST:
         # A REQUEST on port 67 is for whichever server the client chose: answer only
@@ -124,6 +139,12 @@ def decide(
     if ipxe:
         boot_file = boot_script_url(local)
         firmware = "iPXE"
+    elif http:
+        if arch != EFI_X86_64_HTTP or http_boot_url is None:
+            return Decision(
+                Outcome.UNSUPPORTED_ARCH, detail=f"HTTP boot client architecture {arch}"
+            )
+        boot_file, firmware = http_boot_url(local), "UEFI x86-64 HTTP"
     elif arch == BIOS:
         boot_file, firmware = BIOS_FILE, "BIOS"
     elif arch in EFI_X86_64:
@@ -137,7 +158,8 @@ def decide(
             bytes([MessageType.OFFER if kind is MessageType.DISCOVER else MessageType.ACK]),
         ),
         (Option.SERVER_ID, socket.inet_aton(local)),
-        (Option.VENDOR_CLASS, b"PXEClient"),
+        # HTTP Boot firmware takes only offers that say HTTPClient.
+        (Option.VENDOR_CLASS, HTTP_CLIENT if http else PXE_CLIENT),
     ]
     uuid = request.option(Option.CLIENT_UUID)
     if uuid is not None:
@@ -146,7 +168,8 @@ def decide(
         options.append((Option.VENDOR_SPECIFIC, PXE_BOOT_FROM_OFFER))
     encoded = boot_file.encode("ascii")
     file_field = encoded if len(encoded) < 128 else b""
-    if not file_field:
+    if not file_field or http:
+        # HTTP Boot firmware asks for option 67 by name (its parameter list).
         options.append((Option.BOOTFILE, encoded))
     reply = Packet(
         op=BOOTREPLY,
@@ -170,6 +193,12 @@ def decide(
         destination = (request.ciaddr, DHCP_CLIENT_PORT)
     else:
         destination = ("255.255.255.255", DHCP_CLIENT_PORT)
+    size, limit = len(encode(reply)), max_reply_size(request)
+    if size > limit:
+        return Decision(
+            Outcome.TOO_LARGE,
+            detail=f"a {size}-byte reply to {firmware}; the client takes at most {limit} bytes",
+        )
     outcome = Outcome.OFFERED if kind is MessageType.DISCOVER else Outcome.ACKED
     return Decision(outcome, Reply(reply, destination), f"{firmware}: {boot_file}")
 
@@ -191,9 +220,11 @@ class ProxyDHCPServer(DatagramProtocol):
         fallback_address: Callable[[], str | None],
         outcomes: Counter[str] | None = None,
         events: IEvents | None = None,
+        http_boot_url: Callable[[str], str] | None = None,
     ) -> None:
         self.port_number = port
         self._boot_script_url = boot_script_url
+        self._http_boot_url = http_boot_url
         self._fallback_address = fallback_address
         self.outcomes: Counter[str] = outcomes if outcomes is not None else Counter()
         self.events: IEvents = events if events is not None else EventBus()
@@ -230,12 +261,14 @@ class ProxyDHCPServer(DatagramProtocol):
                 reason=str(e),
             )
             return
-        decision = decide(request, self.port_number, local, self._boot_script_url, sender)
-        mac = _mac(request)
+        decision = decide(
+            request, self.port_number, local, self._boot_script_url, sender, self._http_boot_url
+        )
+        mac = mac_of(request)
         self._count(decision.outcome, mac, decision.detail)
         if decision.reply is None:
             if (
-                decision.outcome is Outcome.UNSUPPORTED_ARCH
+                decision.outcome in (Outcome.UNSUPPORTED_ARCH, Outcome.TOO_LARGE)
                 and (request.chaddr, decision.detail) not in self._told
             ):
                 # Once per machine: firmware repeats its request every few seconds.
@@ -270,7 +303,7 @@ class ProxyDHCPServer(DatagramProtocol):
         self.events.publish(ProxyDHCPReplied(outcome.value, mac, detail))
 
 
-def _mac(packet: Packet) -> str:
+def mac_of(packet: Packet) -> str:
     # Any request that decodes gets this far, whatever its hardware address length
     # (InfiniBand sends none): naming it must not fail.
     address = packet.hardware_address

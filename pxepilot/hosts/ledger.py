@@ -26,6 +26,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from pxepilot.address import plain_address
 from pxepilot.answers.identity import model_key, serial_key, uuid_key
 from pxepilot.hosts.model import Event, EventKind, Host, HostState, advance
 from pxepilot.hosts.neighbours import NeighbourLookup, no_neighbours
@@ -428,15 +429,18 @@ class HostLedger(Service):
     def saw_address(self, address: str, mac: MacAddress) -> None:
         """
         Remember that C{mac} asked from C{address}, to know who later asks from it
-        without saying (TFTP, asset downloads).
+        without saying (TFTP, asset downloads). An address is kept in its plain form,
+        so that however a protocol spelled it (C{::ffff:10.0.0.5}, upper-case IPv6),
+        the same machine is found.
         """
-        self._addresses[address] = (mac, self._clock.seconds())
+        self._addresses[plain_address(address)] = (mac, self._clock.seconds())
 
     def mac_at(self, address: str) -> MacAddress | None:
         """
         The MAC address of the machine at C{address}: the one that last asked from it
         recently, else the one in the system's neighbour table.
         """
+        address = plain_address(address)
         seen = self._addresses.get(address)
         if seen is not None:
             mac, when = seen

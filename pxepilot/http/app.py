@@ -22,6 +22,7 @@ from werkzeug.routing import RequestRedirect
 from pxepilot.http.boot import BootRoutes
 from pxepilot.http.files import AssetFiles
 from pxepilot.http.installer import InstallerRoutes
+from pxepilot.http.ipxe_files import IpxeFiles
 from pxepilot.http.operator import OperatorRoutes
 from pxepilot.http.responses import Refused, header, json_body, refusal_body
 from pxepilot.logs import logger
@@ -64,6 +65,10 @@ class PxePilotRoutes:
     @app.route("/assets/", branch=True, methods=["GET", "HEAD"])
     def assets(self, request: IRequest) -> AssetFiles:
         return self.boot.assets(request)
+
+    @app.route("/ipxe/", branch=True, methods=["GET", "HEAD"])
+    def ipxe_files(self, request: IRequest) -> IpxeFiles:
+        return self.boot.ipxe_files(request)
 
     # -- the operator
 

@@ -47,6 +47,7 @@ from pxepilot.hosts.ledger import HostLedger
 from pxepilot.http.files import AssetFiles, Turns
 from pxepilot.http.files import DownloadEnded as BodyEnded
 from pxepilot.http.forwarded import public_base
+from pxepilot.http.ipxe_files import IpxeFiles
 from pxepilot.http.responses import query, script_body
 from pxepilot.logs import logger
 from pxepilot.macs import MacAddress, MacAddressError
@@ -57,7 +58,7 @@ log = logger(__name__)
 @define
 class BootRoutes:
     """
-    C{GET /boot.ipxe}, C{GET /menu.ipxe} and C{/assets/}.
+    C{GET /boot.ipxe}, C{GET /menu.ipxe}, C{/assets/} and C{/ipxe/}.
 
     @ivar answers: Whether a machine would get an answer decides its menu's default.
     @ivar hosts: Install-once: an installed host's menu boots its disk.
@@ -199,6 +200,19 @@ class BootRoutes:
         The assets directory, as a static file server would serve it.
         """
         return AssetFiles(self.config.assets_dir, self.turns, self._download_started)
+
+    def ipxe_files(self, request: IRequest) -> IpxeFiles:
+        """
+        The iPXE binaries of the TFTP root, for UEFI HTTP Boot firmware; iPXE asking for
+        one of them gets the chain script to the boot script.
+        """
+        return IpxeFiles(
+            self.config.tftp_root,
+            lambda asking: f"{self._base(asking)}boot.ipxe",
+            self.client_of,
+            self.turns,
+            self._download_started,
+        )
 
     def _download_started(self, request: IRequest, path: str, length: int) -> BodyEnded:
         began = self.clock.seconds()

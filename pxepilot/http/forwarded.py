@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from twisted.web.iweb import IRequest
 
+from pxepilot.address import plain_address, url_host
 from pxepilot.boot.ipxe import valid_host
 from pxepilot.config import IPNetwork
 
@@ -36,6 +37,9 @@ def client_address(request: IRequest, trusted: Sequence[IPNetwork]) -> str:
     peer = getattr(request.getClientAddress(), "host", None)
     if not isinstance(peer, str):
         return "unknown"
+    # A dual-stack listener's IPv4 peer (::ffff:10.0.0.5) is the IPv4 address the
+    # ledger, the logs and the limits know it by.
+    peer = plain_address(peer)
     if not _is_trusted(peer, trusted):
         return peer
     chain: list[str] = [
@@ -50,9 +54,9 @@ def client_address(request: IRequest, trusted: Sequence[IPNetwork]) -> str:
             ipaddress.ip_address(hop)
         except ValueError:
             return client
-        client = hop
+        client = plain_address(hop)
         if not _is_trusted(hop, trusted):
-            return hop
+            return client
     return client
 
 
@@ -91,8 +95,8 @@ def public_base(
         host = _last(request, b"x-forwarded-host") or host
     if host is None or not valid_host(host):
         local = request.getHost()
-        address = getattr(local, "host", "localhost")
-        host = f"[{address}]:{local.port}" if ":" in address else f"{address}:{local.port}"
+        address = plain_address(str(getattr(local, "host", "localhost")))
+        host = f"{url_host(address)}:{local.port}"
     prepath: list[bytes] = getattr(request, "prepath", [])
     prepath = prepath[: max(0, len(prepath) - route_segments)]
     prefix = "".join(f"{quote(segment.decode('utf-8', 'replace'))}/" for segment in prepath)

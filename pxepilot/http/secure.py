@@ -12,7 +12,7 @@ from attrs import frozen
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from pxepilot.address import HTTPAddress
+from pxepilot.address import HTTPAddress, plain_address
 from pxepilot.config import IPNetwork
 from pxepilot.health import ComponentHealth, IHealthCheck
 from pxepilot.http.forwarded import is_secure
@@ -54,7 +54,7 @@ class SecureOnly:
             "{method} /{path} from {client} refused (403): TLS is required",
             method=request.method.decode("latin-1"),
             path=path,
-            client=getattr(request.getClientAddress(), "host", "unknown"),
+            client=plain_address(str(getattr(request.getClientAddress(), "host", "unknown"))),
         )
         raise Refused(
             403,

@@ -20,6 +20,7 @@ from twisted.web import http
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from pxepilot.address import plain_address, url_host
 from pxepilot.config import IPNetwork
 from pxepilot.http.limits import (
     BODY_TIMED_OUT,
@@ -87,7 +88,8 @@ class BoundedRequest(Request):
         name: bytes = super().getRequestHostname()
         if _plausible_host_name(name):
             return name
-        return str(getattr(self.getHost(), "host", "localhost")).encode("ascii")
+        local = plain_address(str(getattr(self.getHost(), "host", "localhost")))
+        return url_host(local).encode("ascii")
 
     def _reject(self) -> None:
         self._rejected = True
@@ -111,7 +113,7 @@ class BoundedRequest(Request):
             "{method} {path} from {client}: 413, request body too large",
             method=_text(getattr(channel, "_command", b"?")),
             path=_text(redact_query(getattr(channel, "_path", b"?"))),
-            client=getattr(peer, "host", "?"),
+            client=plain_address(str(getattr(peer, "host", "?"))),
         )
 
 
@@ -163,7 +165,7 @@ class LimitedChannel(http.HTTPChannel):
         self._gate = self.site.gate
         self._limits = self._gate.limits
         self._clock = self.site.reactor
-        self._host = str(getattr(self._connection.getPeer(), "host", "?"))
+        self._host = plain_address(str(getattr(self._connection.getPeer(), "host", "?")))
         if not self._gate.enter(self, self._host):
             # Before reading anything: the request is never parsed.
             self._closing = True
@@ -358,7 +360,7 @@ class PxePilotSite(Site):
             "{method} {path} from {client}: {code} ({length} bytes)",
             method=_text(request.method),
             path=_text(redact_query(request.uri)),
-            client=getattr(request.getClientAddress(), "host", "?"),
+            client=plain_address(str(getattr(request.getClientAddress(), "host", "?"))),
             code=request.code,
             length=getattr(request, "sentLength", 0),
             user_agent=_text(request.getHeader(b"user-agent") or b""),

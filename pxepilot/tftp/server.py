@@ -189,7 +189,8 @@ class TFTPServer(DatagramProtocol):
     @ivar files: What is served.
     @ivar clock: Time, for every transfer.
     @ivar open_port: Opens a transfer's port on a local address.
-    @ivar interface: The address the request port is bound to (C{""}: all).
+    @ivar interface: The address the request port is bound to (C{""}: all IPv4; C{::}:
+        all IPv6 and IPv4).
     @ivar limits: Option limits.
     @ivar policy: Retransmission, duration and progress limits.
     @ivar max_transfers: Concurrent transfers in all.
@@ -259,8 +260,10 @@ class TFTPServer(DatagramProtocol):
         A datagram sent to the request port by C{client}, to C{destination}; replies
         go out from C{local}.
         """
-        if destination == "255.255.255.255":
-            return  # RFC 1123 4.2.3.5: requests to a broadcast address are ignored.
+        if destination == "255.255.255.255" or destination.startswith("ff"):
+            # RFC 1123 4.2.3.5: requests to a broadcast address are ignored; IPv6's
+            # multicast groups (ff00::/8) are its broadcast.
+            return
         if datagram[:2] in _REQUESTS and not self._budgets.allow(client[0], self.clock.seconds()):
             # Before anything is parsed or allocated, and without a reply: a flood from
             # a few addresses costs no more than this, at any rate.
@@ -371,7 +374,9 @@ class TFTPServer(DatagramProtocol):
         self._unconfirmed[key] = protocol
         self._unconfirmed_of[client[0]] += 1
         try:
-            port = self.open_port(protocol, local)
+            # Where the system did not say which address was asked, one of the client's
+            # family: the routing table picks the source.
+            port = self.open_port(protocol, local or ("::" if ":" in client[0] else ""))
         except Exception as e:
             self._remove(protocol)
             reader.close()

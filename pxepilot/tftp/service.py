@@ -25,9 +25,10 @@ from pxepilot.udp import AddressedPort
 
 class TFTPService(ListeningService):
     """
-    Runs a L{TFTPServer} on C{port} of C{interface} (C{""}: every IPv4 address), and
-    its summary line on the server's clock. On stop, every transfer ends (its client
-    told) and the service waits until their ports are closed.
+    Runs a L{TFTPServer} on C{port} of C{interface} (C{""}: every IPv4 address; C{::}:
+    every IPv6 address and, dual-stack, every IPv4 one), and its summary line on the
+    server's clock. On stop, every transfer ends (its client told) and the service
+    waits until their ports are closed.
     """
 
     kind = "TFTP"

@@ -613,6 +613,10 @@ def test_smbios_memory_from_boot_script_format() -> None:
 
 
 MENU = "http://192.0.2.10:8080/menu.ipxe"
+# iPXE runs DHCP only without an address: not IPv4's, not one from DHCPv6 or a router's
+# prefix (iPXE 2019's settings blocks); on an IPv6-only network a needless "dhcp" waits
+# for IPv4's DHCP to time out.
+CONFIGURE_NETWORK = "isset ${ip} || isset ${netX.dhcpv6/ip6} || isset ${netX.ndp.0/ip6} || dhcp"
 
 
 def test_boot_script_fetches_menu() -> None:
@@ -624,7 +628,7 @@ def test_boot_script_fetches_menu() -> None:
     assert lines[0] == "#!ipxe"
     chain = f"chain --autofree {MENU}?{MENU_QUERY} || goto failed"
     assert chain in lines
-    dhcp = lines.index("isset ${ip} || dhcp")
+    dhcp = lines.index(CONFIGURE_NETWORK)
     start = lines.index("set memdevs")
     done = lines.index(":memory_done")
     assert dhcp < start < lines.index(":memory") < done < lines.index(":menu")
@@ -684,7 +688,7 @@ def test_chain_script() -> None:
     script = chain_script(url)
     lines = script.split("\n")
     assert lines[0] == "#!ipxe"
-    assert lines[2] == "isset ${ip} || dhcp"
+    assert lines[2] == CONFIGURE_NETWORK
     assert lines[3] == f"chain --autofree {url} || goto failed"
     assert lines[4:] == [
         ":failed",

@@ -731,6 +731,7 @@ def test_answer_url_that_cannot_be_pxe_pilot(
         "http://192.0.2.10:8080/answer",
         "https://pxe.example.com/answer",
         "http://[2001:db8::10]:8080/answer",
+        "http://[fd00:77::1]:8080/answer",
         "http://192.0.2.10:8000/pxe/answer",
     ],
 )
@@ -742,6 +743,17 @@ def test_answer_urls_that_can_be_pxe_pilot(iso: Path, tmp_path: Path, url: str) 
     result = builder("--iso", iso, "--answer-url", url, "--output", tmp_path, "--no-cert-pin")
     assert result.returncode == 0, result.stderr
     assert "warning" not in result.stderr
+
+
+def test_an_ipv6_answer_url_without_brackets(iso: Path, tmp_path: Path) -> None:
+    """
+    An IPv6 address written into the answer URL without brackets cannot be told from a
+    port: refused, saying how to write it.
+    """
+    url = "http://fd00:77::1:8080/answer"
+    refused = builder("--iso", iso, "--answer-url", url, "--output", tmp_path, "--no-cert-pin")
+    assert refused.returncode == 2
+    assert "is not a URL (an IPv6 address goes in brackets" in refused.stderr
 
 
 def test_refused_iso_url_is_named(tmp_path: Path) -> None:

@@ -123,6 +123,28 @@ def uefi_discover(**fields: Any) -> bytes:
     )
 
 
+HTTP_VENDOR = b"HTTPClient:Arch:00016:UNDI:003000"
+
+
+def http_discover(**fields: Any) -> bytes:
+    """
+    EDK2's (OVMF's) UEFI HTTP Boot DHCPDISCOVER: vendor class C{HTTPClient},
+    architecture 16 (x86-64 UEFI HTTP), UNDI 3.0, asking for options 60 and 67 among
+    the usual ones.
+    """
+    fields.setdefault("flags", 0x8000)
+    return message(
+        option(53, bytes([1])),
+        option(57, (1472).to_bytes(2, "big")),
+        option(55, bytes([1, 3, 6, 15, 28, 43, 60, 66, 67, 97])),
+        option(97, bytes([0]) + UUID),
+        option(94, bytes([1, 3, 0])),
+        option(93, bytes([0, 16])),
+        option(60, HTTP_VENDOR),
+        **fields,
+    )
+
+
 def ipxe_discover(**fields: Any) -> bytes:
     """
     iPXE's (undionly.kpxe's) DHCPDISCOVER: user class C{iPXE} as a bare string (not an
@@ -152,6 +174,7 @@ def pxe_request(
     server_id: str | None = None,
     ipxe_options: bool = False,
     uuid: bool = True,
+    max_size: bytes | None = None,
     **fields: Any,
 ) -> bytes:
     """
@@ -170,4 +193,6 @@ def pxe_request(
         options.append(option(77, user_class))
     if ipxe_options:
         options.append(option(175, IPXE_ENCAPSULATED))
+    if max_size is not None:
+        options.append(option(57, max_size))
     return message(*options, **fields)

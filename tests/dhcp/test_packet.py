@@ -21,6 +21,7 @@ from pxepilot.dhcp.packet import (
     architectures,
     decode,
     encode,
+    max_reply_size,
     user_classes,
     vendor_class,
 )
@@ -35,6 +36,7 @@ from tests.dhcp.packets import (
     XID,
     address,
     bios_discover,
+    http_discover,
     ipxe_discover,
     message,
     option,
@@ -525,3 +527,39 @@ def test_every_bit_flip(raw: bytes) -> None:
             flipped = bytearray(raw)
             flipped[index] ^= 1 << bit
             _decodes_or_refuses(bytes(flipped))
+
+
+def test_http_discover() -> None:
+    """
+    OVMF's HTTP Boot DHCPDISCOVER: vendor class C{HTTPClient}, architecture 16.
+    """
+    packet = decode(http_discover())
+    assert vendor_class(packet) == b"HTTPClient:Arch:00016:UNDI:003000"
+    assert architectures(packet) == [16]
+    assert max_reply_size(packet) == 1472 - 28
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        (None, 548),
+        (b"", 548),
+        (b"\x05", 548),
+        (b"\x05\xdc\x00", 548),
+        ((0).to_bytes(2, "big"), 548),
+        ((575).to_bytes(2, "big"), 548),
+        ((576).to_bytes(2, "big"), 548),
+        ((577).to_bytes(2, "big"), 549),
+        ((1260).to_bytes(2, "big"), 1232),
+        ((1500).to_bytes(2, "big"), 1472),
+        ((65535).to_bytes(2, "big"), 65507),
+    ],
+)
+def test_max_reply_size(value: bytes | None, size: int) -> None:
+    """
+    Option 57 is the largest IP datagram the client takes; a reply is that less the IP
+    and UDP headers. Absent, malformed, or below the 576 every client must take (RFC
+    2132 9.10): 576.
+    """
+    options = () if value is None else ((Option.MAX_MESSAGE_SIZE, value),)
+    assert max_reply_size(Packet(op=1, xid=XID, chaddr=MAC, options=options)) == size

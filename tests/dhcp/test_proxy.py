@@ -11,6 +11,7 @@ import errno
 import socket
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import deferLater
 from twisted.logger import LogEvent, LogLevel
 
+from pxepilot import Config, PxePilot
 from pxepilot.dhcp.packet import (
     BOOTREPLY,
     MalformedPacket,
@@ -33,15 +35,18 @@ from pxepilot.dhcp.packet import (
 )
 from pxepilot.dhcp.proxy import TOLD_LIMIT, Decision, Outcome, ProxyDHCPServer, decide
 from pxepilot.dhcp.service import ProxyDHCPHealth, ProxyDHCPService
+from pxepilot.hosts.ledger import run_here
 from tests.conftest import events_with
 from tests.dhcp.packets import (
     EFI_VENDOR,
+    HTTP_VENDOR,
     MAC,
     MAGIC_COOKIE,
     UUID,
     XID,
     address,
     bios_discover,
+    http_discover,
     ipxe_discover,
     message,
     option,
@@ -61,8 +66,17 @@ def boot_script_url(local: str) -> str:
     return f"http://{local}:8080/boot.ipxe"
 
 
-def ask(raw: bytes, port: int = 67, url: Callable[[str], str] = boot_script_url) -> Decision:
-    return decide(decode(raw), port, LOCAL, url, ("0.0.0.0", 68))
+def http_boot_url(local: str) -> str:
+    return f"http://{local}:8080/ipxe/ipxe.efi"
+
+
+def ask(
+    raw: bytes,
+    port: int = 67,
+    url: Callable[[str], str] = boot_script_url,
+    http_url: Callable[[str], str] | None = http_boot_url,
+) -> Decision:
+    return decide(decode(raw), port, LOCAL, url, ("0.0.0.0", 68), http_url)
 
 
 def sent(decision: Decision, limit: int = 548) -> Packet:
@@ -74,6 +88,11 @@ def sent(decision: Decision, limit: int = 548) -> Packet:
     data = encode(decision.reply.packet)
     assert len(data) <= limit, "larger than the client accepts"
     return decode(data)
+
+
+def size_of(decision: Decision) -> int:
+    assert decision.reply is not None
+    return len(encode(decision.reply.packet))
 
 
 def test_bios_firmware_is_offered_undionly() -> None:
@@ -207,16 +226,138 @@ def test_long_url_goes_in_option_67(length: int, in_file: bool) -> None:
 
 @pytest.mark.parametrize(
     "vendor",
-    [None, b"MSFT 5.0", b"HTTPClient:Arch:00016:UNDI:003001", b"", b"pxeclient", b"udhcp 1.36"],
+    [None, b"MSFT 5.0", b"HTTPClien", b"httpclient", b"", b"pxeclient", b"udhcp 1.36"],
 )
 def test_not_a_pxe_client(vendor: bytes | None) -> None:
     """
-    Without vendor class C{PXEClient}, a DISCOVER is the network DHCP server's business.
+    Without vendor class C{PXEClient} or C{HTTPClient}, a DISCOVER is the network DHCP
+    server's business.
     """
     for raw in (pxe_request(vendor=vendor), pxe_request(vendor=vendor, user_class=b"iPXE")):
         decision = ask(raw)
         assert decision.outcome is Outcome.NOT_PXE
         assert decision.reply is None
+
+
+def test_http_boot_firmware_is_offered_the_url() -> None:
+    """
+    OVMF's HTTP Boot DISCOVER gets an OFFER without an address, naming pxe-pilot as
+    server, with option 60 C{HTTPClient} (without which the firmware ignores it) and the
+    URL of ipxe.efi on pxe-pilot's HTTP side, in option 67 (which it asks for) and in
+    the C{file} field.
+    """
+    decision = ask(http_discover())
+    assert decision.outcome is Outcome.OFFERED
+    assert decision.reply is not None
+    assert decision.reply.address == BROADCAST
+    offer = sent(decision)
+    assert offer.message_type is MessageType.OFFER
+    assert (offer.xid, offer.chaddr) == (XID, MAC + bytes(10))
+    assert offer.yiaddr == "0.0.0.0"
+    assert offer.option(Option.SERVER_ID) == socket.inet_aton(LOCAL)
+    assert offer.option(Option.VENDOR_CLASS) == b"HTTPClient"
+    url = b"http://192.0.2.10:8080/ipxe/ipxe.efi"
+    assert offer.option(Option.BOOTFILE) == url
+    assert offer.file == url
+    assert offer.option(Option.VENDOR_SPECIFIC) is None
+    for code in (1, 3, 6, 51, 50):
+        assert offer.option(code) is None
+    assert decision.detail == f"UEFI x86-64 HTTP: {url.decode()}"
+
+
+def test_http_boot_url_as_seen_from_the_address_asked() -> None:
+    """
+    The URL is built for the address the request came to, as boot.ipxe's is.
+    """
+    raw = decode(http_discover())
+    decision = decide(raw, 67, "198.51.100.7", boot_script_url, CLIENT, http_boot_url)
+    assert sent(decision).option(Option.BOOTFILE) == b"http://198.51.100.7:8080/ipxe/ipxe.efi"
+
+
+def test_long_http_boot_url_only_in_option_67() -> None:
+    url = "http://pxe-pilot.example/" + "p" * 150 + "/ipxe/ipxe.efi"
+    offer = sent(ask(http_discover(), http_url=lambda local: url), limit=1472 - 28)
+    assert offer.option(Option.BOOTFILE) == url.encode()
+    assert offer.file == b""
+
+
+@pytest.mark.parametrize("server_id", [LOCAL, "192.0.2.1"])
+def test_http_boot_request_on_67(server_id: str) -> None:
+    """
+    The firmware REQUESTs its address from the DHCP server it chose; a REQUEST that
+    names pxe-pilot is acknowledged with the same URL and no address.
+    """
+    raw = pxe_request(REQUEST, arch=16, vendor=HTTP_VENDOR, server_id=server_id)
+    decision = ask(raw)
+    if server_id != LOCAL:
+        assert (decision.outcome, decision.reply) == (Outcome.IGNORED, None)
+        return
+    assert decision.outcome is Outcome.ACKED
+    ack = sent(decision)
+    assert ack.message_type is MessageType.ACK
+    assert ack.yiaddr == "0.0.0.0"
+    assert ack.option(Option.VENDOR_CLASS) == b"HTTPClient"
+    assert ack.option(Option.BOOTFILE) == b"http://192.0.2.10:8080/ipxe/ipxe.efi"
+
+
+@pytest.mark.parametrize("arch", [None, 0, 7, 9, 15, 18, 19, 20])
+def test_http_boot_for_other_architectures(arch: int | None) -> None:
+    """
+    x86 (15), ARM (18, 19), and HTTP clients that say no architecture or a PXE one, have
+    no binary here.
+    """
+    decision = ask(pxe_request(arch=arch, vendor=b"HTTPClient:Arch:00019:UNDI:003000"))
+    assert decision.outcome is Outcome.UNSUPPORTED_ARCH
+    assert decision.reply is None
+    assert decision.detail == f"HTTP boot client architecture {arch or 0}"
+
+
+def test_http_boot_without_a_url_is_not_answered() -> None:
+    """
+    A server not told the HTTP boot URL leaves HTTP clients to the DHCP server.
+    """
+    decision = ask(http_discover(), http_url=None)
+    assert (decision.outcome, decision.reply) == (Outcome.NOT_PXE, None)
+
+
+@pytest.mark.parametrize(
+    ("max_size", "limit"),
+    [
+        (None, 548),
+        ((1500).to_bytes(2, "big"), 1472),
+        ((576).to_bytes(2, "big"), 548),
+        ((300).to_bytes(2, "big"), 548),
+        ((0).to_bytes(2, "big"), 548),
+        (b"\x05", 548),
+        (b"\x05\xdc\x00", 548),
+        ((65535).to_bytes(2, "big"), 65507),
+    ],
+)
+def test_reply_size_follows_option_57(max_size: bytes | None, limit: int) -> None:
+    """
+    A reply may take what the client's maximum message size (option 57, the whole IP
+    datagram) leaves after the IP and UDP headers; without it, or below 576 (invalid,
+    RFC 2132 9.10), or malformed, 576 bytes. A larger one is not sent, and says why.
+    """
+    raw = pxe_request(vendor=HTTP_VENDOR, arch=16, max_size=max_size)
+
+    def offer_for(length: int) -> Decision:
+        url = "http://pxe.example/" + "u" * (length - 19)
+        return ask(raw, http_url=lambda local: url)
+
+    # The longest URL that still fits: the reply is then within a byte or two of the
+    # limit (option 67 is split every 255 bytes).
+    fits, too_long = 20, limit
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        if offer_for(middle).outcome is Outcome.OFFERED:
+            fits = middle
+        else:
+            too_long = middle
+    assert limit - 3 <= size_of(offer_for(fits)) <= limit
+    refused = offer_for(too_long)
+    assert (refused.outcome, refused.reply) == (Outcome.TOO_LARGE, None)
+    assert refused.detail.endswith(f"the client takes at most {limit} bytes")
 
 
 @pytest.mark.parametrize("arch", [6, 11, 16, 10, 2])
@@ -385,7 +526,7 @@ def serve(
     port: int = 67,
     fallback: str | None = FALLBACK,
 ) -> tuple[ProxyDHCPServer, FakeTransport]:
-    server = ProxyDHCPServer(port, boot_script_url, lambda: fallback)
+    server = ProxyDHCPServer(port, boot_script_url, lambda: fallback, http_boot_url=http_boot_url)
     transport = FakeTransport()
     server.makeConnection(transport)  # type: ignore[arg-type]
     return server, transport
@@ -528,6 +669,62 @@ def test_unsupported_architecture_logged_once_per_machine(events: list[LogEvent]
     assert transport.sent_nothing()
 
 
+def test_http_boot_for_other_architectures_logged_once(events: list[LogEvent]) -> None:
+    """
+    HTTP Boot firmware of another architecture (arm64, 19) is counted each time it
+    asks, named in the log once, and sent nothing.
+    """
+    server, transport = serve()
+    arm = pxe_request(arch=19, vendor=b"HTTPClient:Arch:00019:UNDI:003000")
+    for _ in range(4):
+        server.addressedDatagramReceived(arm, CLIENT, LOCAL, LOCAL, INTERFACE)
+    warnings = events_with(events, log_namespace="pxepilot.dhcp.proxy", log_level=LogLevel.warn)
+    assert [(e["mac"], e["detail"]) for e in warnings] == [
+        ("52:54:00:a1:b2:c3", "HTTP boot client architecture 19")
+    ]
+    assert server.outcomes == Counter({"unsupported-arch": 4})
+    assert transport.sent_nothing()
+
+
+def test_http_boot_offer_is_sent_and_logged(events: list[LogEvent]) -> None:
+    server, transport = serve()
+    server.addressedDatagramReceived(http_discover(), CLIENT, LOCAL, LOCAL, INTERFACE)
+    [(data, destination, local, interface)] = transport.sent_from
+    assert (destination, local, interface) == (BROADCAST, LOCAL, INTERFACE)
+    offer = decode(data)
+    assert offer.option(Option.VENDOR_CLASS) == b"HTTPClient"
+    assert offer.option(Option.BOOTFILE) == b"http://192.0.2.10:8080/ipxe/ipxe.efi"
+    [event] = events_with(events, log_namespace="pxepilot.dhcp.proxy")
+    assert (event["kind"], event["detail"]) == (
+        "offered",
+        "UEFI x86-64 HTTP: http://192.0.2.10:8080/ipxe/ipxe.efi",
+    )
+
+
+def test_reply_too_large_is_counted_and_logged_once(events: list[LogEvent]) -> None:
+    """
+    A reply larger than the client takes (a very long --public-url, a client that says
+    576 bytes) is not sent: counted each time, named in the log once per machine.
+    """
+    url = "http://pxe.example/" + "p" * 400 + "/ipxe/ipxe.efi"
+    server = ProxyDHCPServer(67, boot_script_url, lambda: None, http_boot_url=lambda _: url)
+    transport = FakeTransport()
+    server.makeConnection(transport)  # type: ignore[arg-type]
+    small = pxe_request(arch=16, vendor=HTTP_VENDOR, max_size=(576).to_bytes(2, "big"))
+    for _ in range(3):
+        server.addressedDatagramReceived(small, CLIENT, LOCAL, LOCAL, INTERFACE)
+    assert server.outcomes == Counter({"too-large": 3})
+    assert transport.sent_nothing()
+    warnings = events_with(events, log_namespace="pxepilot.dhcp.proxy", log_level=LogLevel.warn)
+    [warning] = warnings
+    assert warning["detail"].endswith("the client takes at most 548 bytes")
+    # The same client saying it takes 1500 bytes gets the reply.
+    large = pxe_request(arch=16, vendor=HTTP_VENDOR, max_size=(1500).to_bytes(2, "big"))
+    server.addressedDatagramReceived(large, CLIENT, LOCAL, LOCAL, INTERFACE)
+    [(data, _, _, _)] = transport.sent_from
+    assert 548 < len(data) <= 1472
+
+
 def test_machines_told_about_are_bounded(events: list[LogEvent]) -> None:
     """
     Requests with ever new hardware addresses do not grow what the server remembers
@@ -638,6 +835,12 @@ def datagrams(draw: st.DrawFn) -> bytes:
                     option(54, address(LOCAL)),
                     option(93, b"\x00\x07"),
                     option(93, b"\x00\x0b"),
+                    option(60, b"HTTPClient"),
+                    option(93, b"\x00\x10"),
+                    option(93, b"\x00\x13"),
+                    option(57, b"\x02\x40"),
+                    option(57, b"\x00\x10"),
+                    option(57, b"\xff"),
                 ]
             )
             | st.binary(max_size=12),
@@ -665,8 +868,10 @@ def test_any_datagram_is_counted_never_raised(raw: list[bytes], port: int) -> No
         server.datagramReceived(datagram, CLIENT)
     assert sum(server.outcomes.values()) == 2 * len(raw)
     assert server.outcomes["malformed"] == 2 * malformed
-    for data, _ in transport.written:
+    # No option 57 here allows more than 576 bytes.
+    for data in [data for data, *_ in transport.written + transport.sent_from]:
         assert decode(data).op == BOOTREPLY
+        assert len(data) <= 548
 
 
 class Client(DatagramProtocol):
@@ -766,3 +971,39 @@ def test_interface_without_an_address_uses_the_fallback() -> None:
         bios_discover(), ("0.0.0.0", 68), "0.0.0.0", "255.255.255.255", 3
     )
     assert transport.sent_nothing()
+
+
+@pytest.mark.parametrize(
+    ("public_url", "expected"),
+    [
+        (None, b"http://192.0.2.10:8080/ipxe/ipxe.efi"),
+        ("http://pxe.example:9000/pilot/", b"http://pxe.example:9000/pilot/ipxe/ipxe.efi"),
+    ],
+)
+def test_pxe_pilot_offers_its_own_http_boot_url(
+    tmp_path: Path, public_url: str | None, expected: bytes
+) -> None:
+    """
+    pxe-pilot's proxyDHCP names the URL its HTTP side serves ipxe.efi at, as it names
+    boot.ipxe's: the public URL when set, else the address the request came to.
+    """
+    config = Config(
+        answers_dir=tmp_path / "answers",
+        assets_dir=tmp_path / "assets",
+        state_dir=tmp_path / "state",
+        boot_enabled=True,
+        proxy_dhcp=True,
+        public_url=public_url,
+    )
+    from twisted.internet import reactor
+
+    # Built, not started: nothing listens.
+    pilot = PxePilot(config, reactor, run_blocking=run_here)
+    service = pilot.service.getServiceNamed("proxy-dhcp")
+    assert isinstance(service, ProxyDHCPService)
+    server = service.ports[0].server
+    transport = FakeTransport()
+    server.makeConnection(transport)  # type: ignore[arg-type]
+    server.addressedDatagramReceived(http_discover(), CLIENT, LOCAL, LOCAL, INTERFACE)
+    [(data, *_)] = transport.sent_from
+    assert decode(data).option(Option.BOOTFILE) == expected

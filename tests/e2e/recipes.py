@@ -30,6 +30,10 @@ LAB_BLOCKS = (
     "with-netboot-menu",
     "http-only",
     "http-only-dhcp",
+    "http-boot-dhcp",
+    "ipv6-dhcp",
+    "ipv6-kea",
+    "shared-host-dhcp",
 )
 
 DHCP_RANGE = "10.99.0.100,10.99.0.200"

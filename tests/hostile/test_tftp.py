@@ -560,14 +560,19 @@ def test_the_summary_runs_with_the_service(root: Path, events: list[LogEvent]) -
 # Over real sockets.
 
 
+def family_of(address: tuple[str, int]) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+
+
 def fetch(server: tuple[str, int], name: str, blksize: int) -> bytes:
     """
     Download C{name} in lock-step, sending the request again every half second until
     the server answers, as firmware does: a flood may fill the request port's buffer
-    and the kernel then drops requests, this one among them.
+    and the kernel then drops requests, this one among them. The data must come from
+    the address the request was sent to.
     """
     options = (RequestOption("blksize", str(blksize).encode()), RequestOption("tsize", b"0"))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    with socket.socket(family_of(server), socket.SOCK_DGRAM) as sock:
         sock.settimeout(0.5)
         for _ in range(20):
             sock.sendto(encode(ReadRequest(name.encode(), "octet", options)), server)
@@ -579,6 +584,7 @@ def fetch(server: tuple[str, int], name: str, blksize: int) -> bytes:
         else:
             raise AssertionError("no answer to the request")
         sock.settimeout(5)
+        assert peer[0] == server[0]
         reply = decode(datagram)
         assert isinstance(reply, OptionAck), reply
         size = int(dict(reply.options)["tsize"])
@@ -601,7 +607,8 @@ def fetch(server: tuple[str, int], name: str, blksize: int) -> bytes:
 def flood(server: tuple[str, int], stop: threading.Event, seconds: float) -> int:
     """
     Send read requests to C{server} from 127.0.0.2, from 64 source ports, as fast as
-    possible until C{stop} is set; how many were sent.
+    possible until C{stop} is set; how many were sent. A server bound to C{::} gets
+    them as IPv4 datagrams of its dual-stack socket.
     """
     sockets = []
     for _ in range(64):
@@ -615,6 +622,7 @@ def flood(server: tuple[str, int], stop: threading.Event, seconds: float) -> int
         encode(ReadRequest(b"/" * n + b"big.bin", "octet", (RequestOption("blksize", b"1468"),)))
         for n in range(1, 200)
     ]
+    target = ("127.0.0.1", server[1])
     sent = 0
     deadline = time.monotonic() + seconds
     try:
@@ -622,7 +630,7 @@ def flood(server: tuple[str, int], stop: threading.Event, seconds: float) -> int
             for datagram in datagrams:
                 for sock in sockets:
                     try:
-                        sock.sendto(datagram, server)
+                        sock.sendto(datagram, target)
                         sent += 1
                     except BlockingIOError:
                         time.sleep(0.001)
@@ -632,11 +640,25 @@ def flood(server: tuple[str, int], stop: threading.Event, seconds: float) -> int
     return sent
 
 
+@pytest.mark.parametrize(
+    ("interface", "client", "blksize"),
+    [
+        ("127.0.0.1", "127.0.0.1", 1468),
+        # Bound to ::, the flood comes over IPv4 and the client over IPv6, with the
+        # block size OVMF asks for over IPv6.
+        ("::", "::1", 1228),
+        # Bound to ::, an IPv4 client of the dual-stack socket, answered over IPv4.
+        ("::", "127.0.0.1", 1468),
+    ],
+)
 @pytest_twisted.ensureDeferred
-async def test_flood_over_sockets(root: Path) -> None:
+async def test_flood_over_sockets(
+    root: Path, events: list[LogEvent], interface: str, client: str, blksize: int
+) -> None:
     """
     On loopback, a burst of requests from another address while a real client
-    downloads a MiB: the client completes, and the bytes are right.
+    downloads a MiB: the client completes, and the bytes are right; over IPv4, over
+    IPv6, and both on one dual-stack port.
     """
     from twisted.internet import reactor
 
@@ -644,15 +666,16 @@ async def test_flood_over_sockets(root: Path) -> None:
         files=TFTPRoot(root),
         clock=reactor,
         open_port=reactor_port_opener(reactor),
+        interface=interface,
     )
-    service = TFTPService(reactor, server, 0, "127.0.0.1")
+    service = TFTPService(reactor, server, 0, interface)
     service.startService()
     stop = threading.Event()
     try:
-        address = ("127.0.0.1", service.address().port)
+        address = (client, service.address().port)
         flooding: Deferred[int] = deferToThread(flood, address, stop, 5.0)
         await deferToThread(time.sleep, 0.05)
-        data = await deferToThread(fetch, address, "big.bin", 1468)
+        data = await deferToThread(fetch, address, "big.bin", blksize)
         stop.set()
         sent = await flooding
     finally:
@@ -661,3 +684,7 @@ async def test_flood_over_sockets(root: Path) -> None:
     assert data == (root / "big.bin").read_bytes()
     assert sent > 1000
     assert server.outcomes["rate-limited"] > 0
+    # The flood's address is told as IPv4, however it arrived.
+    [summary] = [e["summary"] for e in tftp_events(events) if "summary" in e]
+    assert "127.0.0.2" in summary
+    assert "::ffff:" not in summary

@@ -433,6 +433,29 @@ def test_an_address_is_remembered_for_a_while_then_asked_of_the_neighbours() -> 
     assert ledger.mac_at("192.0.2.21") == C
 
 
+def test_addresses_of_both_families_in_any_spelling() -> None:
+    """
+    An IPv6 address, and an IPv4 one as a dual-stack socket spells it, find the machine
+    that asked from it however the asking protocol wrote it; the neighbour table is
+    asked in the plain spelling.
+    """
+    asked: list[str] = []
+
+    def neighbours(address: str) -> MacAddress | None:
+        asked.append(address)
+        return None
+
+    ledger = HostLedger(MemoryStore(), Clock(), neighbours=neighbours, wall_clock=Wall())
+    ledger.saw_address("FD00:77:0:0::1F2", A)
+    ledger.saw_address("::ffff:192.0.2.21", B)
+    assert ledger.mac_at("fd00:77::1f2") == A
+    assert ledger.mac_at("192.0.2.21") == B
+    assert ledger.mac_at("::ffff:c000:215") == B
+    assert asked == []
+    assert ledger.mac_at("FD00:77::1F3") is None
+    assert asked == ["fd00:77::1f3"]
+
+
 def test_timeline() -> None:
     """
     A host's timeline comes from the store, latest events last; an unknown host has
