@@ -10,13 +10,14 @@ serial console.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from builder.testing import make_iso, proxmox_files
 # One namespace per test process: runs side by side (two checkouts, say) never meet.
 NETNS = f"pxe-pilot-lab-{os.getpid()}"
 BRIDGE_ADDRESS = "10.99.0.1"
+# The bridge's address on the IPv6-only network (tests/e2e/test_ipv6.py).
+IPV6_ADDRESS = "fd00:77::1"
 CACHE = Path(os.environ.get("PXE_PILOT_E2E_CACHE", "/var/cache/pxe-pilot-e2e"))
 ROOT = Path(__file__).resolve().parent.parent.parent
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
@@ -193,7 +196,21 @@ for attempt in $(seq 1 100); do
     sleep 0.1
 done
 ip link set "$iface" up
-udhcpc -i "$iface" -n -q -t 20 -T 1 -s /udhcpc.sh
+case "$url" in
+*://\[*)
+    # An IPv6 answer URL: the network has no IPv4. The kernel takes its address from the
+    # router advertisement (SLAAC).
+    for attempt in $(seq 1 100); do
+        address=$(ip -6 -o addr show dev "$iface" scope global | grep -v tentative |
+            sed -n 's/.* inet6 \([^ ]*\) .*/\1/p')
+        [ -n "$address" ] && break
+        sleep 0.2
+    done
+    echo "fake installer: IPv6 address ${address:-none}"
+    echo "$address" >/tmp/address
+    ;;
+*) udhcpc -i "$iface" -n -q -t 20 -T 1 -s /udhcpc.sh ;;
+esac
 mac=$(cat "/sys/class/net/$iface/address")
 body='{"$schema":{"version":"1.0"},'
 body="$body"'"product":{"fullname":"Proxmox VE","product":"pve","enable_btrfs":true},'
@@ -332,17 +349,22 @@ def netns(*args: str) -> list[str]:
 
 
 @contextmanager
-def network() -> Iterator[None]:
+def network(address: str = f"{BRIDGE_ADDRESS}/24") -> Iterator[None]:
     """
-    The namespace with its bridge; removed afterwards, whatever happens.
+    The namespace with its bridge at C{address} (C{IPV6_ADDRESS}/64 for a network with
+    no IPv4 at all); removed afterwards, whatever happens.
     """
     run("ip", "netns", "del", NETNS, check=False)
     run("ip", "netns", "add", NETNS)
     try:
         for command in (
+            # No duplicate address detection: an address waiting for it cannot be bound
+            # by pxe-pilot, nor send router advertisements, for the first second or two.
+            ["sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0"],
+            ["sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"],
             ["ip", "link", "set", "lo", "up"],
             ["ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0"],
-            ["ip", "addr", "add", f"{BRIDGE_ADDRESS}/24", "dev", "br0"],
+            ["ip", "addr", "add", address, "dev", "br0"],
             ["ip", "link", "set", "br0", "up"],
         ):
             run(*netns(*command))
@@ -557,6 +579,64 @@ def other_dhcp_server(directory: Path, options: Sequence[str] = ()) -> Iterator[
             server.stop()
     finally:
         run("ip", "netns", "del", DHCP_NETNS, check=False)
+
+
+KEA_NETNS = f"{NETNS}-kea"
+
+
+@contextmanager
+def kea_dhcp6_server(directory: Path, settings: Mapping[str, object]) -> Iterator[Process]:
+    """
+    Kea as the IPv6-only network's DHCPv6 server on another host (a namespace of its own,
+    on the lab's bridge through a veth pair): C{settings} (C{Dhcp6} keys) added to what
+    the lab needs, the lab's prefix with its pool, leases and server identity in memory.
+    """
+    inside = ["ip", "netns", "exec", KEA_NETNS]
+    config = directory / "kea-dhcp6.json"
+    lab_settings = {
+        "interfaces-config": {"interfaces": ["eth0"]},
+        "lease-database": {"type": "memfile", "persist": False},
+        "server-id": {"type": "LLT", "persist": False},
+        "subnet6": [
+            {
+                "id": 1,
+                "subnet": "fd00:77::/64",
+                "interface": "eth0",
+                "pools": [{"pool": "fd00:77::100-fd00:77::1ff"}],
+            }
+        ],
+        "loggers": [
+            {"name": "kea-dhcp6", "severity": "INFO", "output_options": [{"output": "stdout"}]}
+        ],
+    }
+    config.write_text(json.dumps({"Dhcp6": {**lab_settings, **settings}}, indent=2))
+    run("ip", "netns", "del", KEA_NETNS, check=False)
+    run("ip", "netns", "add", KEA_NETNS)
+    try:
+        run(*netns("ip", "link", "add", "veth-kea", "type", "veth", "peer", "name", "eth0"))
+        run(*netns("ip", "link", "set", "eth0", "netns", KEA_NETNS))
+        run(*netns("ip", "link", "set", "veth-kea", "master", "br0"))
+        run(*netns("ip", "link", "set", "veth-kea", "up"))
+        # Kea listens on the link-local address, which is unusable until duplicate
+        # address detection is done: none, as on the lab's bridge.
+        for interface in ("all", "default", "eth0"):
+            run(*inside, "sysctl", "-q", "-w", f"net.ipv6.conf.{interface}.accept_dad=0")
+        run(*inside, "ip", "link", "set", "lo", "up")
+        run(*inside, "ip", "addr", "add", "fd00:77::2/64", "dev", "eth0")
+        run(*inside, "ip", "link", "set", "eth0", "up")
+        # Kea's pid and lock files in the lab's directory, away from a system Kea's.
+        files = [f"KEA_PIDFILE_DIR={directory}", f"KEA_LOCKFILE_DIR={directory}"]
+        server = Process(
+            "kea-dhcp6", [*inside, "env", *files, "kea-dhcp6", "-c", str(config)], directory
+        )
+        try:
+            server.wait_for("DHCP6_STARTED", 30)
+            assert "DHCPSRV_NO_SOCKETS_OPEN" not in server.text, server.text
+            yield server
+        finally:
+            server.stop()
+    finally:
+        run("ip", "netns", "del", KEA_NETNS, check=False)
 
 
 def pxe_pilot_command(*args: str) -> subprocess.CompletedProcess[str]:
