@@ -585,31 +585,39 @@ KEA_NETNS = f"{NETNS}-kea"
 
 
 @contextmanager
-def kea_dhcp6_server(directory: Path, settings: Mapping[str, object]) -> Iterator[Process]:
+def kea_server(
+    directory: Path, settings: Mapping[str, object], version: int = 6
+) -> Iterator[Process]:
     """
-    Kea as the IPv6-only network's DHCPv6 server on another host (a namespace of its own,
-    on the lab's bridge through a veth pair): C{settings} (C{Dhcp6} keys) added to what
-    the lab needs, the lab's prefix with its pool, leases and server identity in memory.
+    Kea as the network's DHCP server on another host (a namespace of its own, on the
+    lab's bridge through a veth pair): C{kea-dhcp4} for the IPv4 lab (C{version} 4), or
+    C{kea-dhcp6} for the IPv6-only one. C{settings} (C{Dhcp4}/C{Dhcp6} keys) are added to
+    what the lab needs: its network with a pool, leases and server identity in memory.
     """
     inside = ["ip", "netns", "exec", KEA_NETNS]
-    config = directory / "kea-dhcp6.json"
+    program = f"kea-dhcp{version}"
+    config = directory / f"{program}.json"
+    if version == 4:
+        address = "10.99.0.3/24"
+        subnet: dict[str, object] = {
+            "subnet": "10.99.0.0/24",
+            "pools": [{"pool": "10.99.0.150 - 10.99.0.190"}],
+        }
+        identity: dict[str, object] = {}
+    else:
+        address = "fd00:77::2/64"
+        subnet = {"subnet": "fd00:77::/64", "pools": [{"pool": "fd00:77::100-fd00:77::1ff"}]}
+        identity = {"server-id": {"type": "LLT", "persist": False}}
     lab_settings = {
         "interfaces-config": {"interfaces": ["eth0"]},
         "lease-database": {"type": "memfile", "persist": False},
-        "server-id": {"type": "LLT", "persist": False},
-        "subnet6": [
-            {
-                "id": 1,
-                "subnet": "fd00:77::/64",
-                "interface": "eth0",
-                "pools": [{"pool": "fd00:77::100-fd00:77::1ff"}],
-            }
-        ],
+        **identity,
+        f"subnet{version}": [{"id": 1, "interface": "eth0", **subnet}],
         "loggers": [
-            {"name": "kea-dhcp6", "severity": "INFO", "output_options": [{"output": "stdout"}]}
+            {"name": program, "severity": "INFO", "output_options": [{"output": "stdout"}]}
         ],
     }
-    config.write_text(json.dumps({"Dhcp6": {**lab_settings, **settings}}, indent=2))
+    config.write_text(json.dumps({f"Dhcp{version}": {**lab_settings, **settings}}, indent=2))
     run("ip", "netns", "del", KEA_NETNS, check=False)
     run("ip", "netns", "add", KEA_NETNS)
     try:
@@ -622,15 +630,13 @@ def kea_dhcp6_server(directory: Path, settings: Mapping[str, object]) -> Iterato
         for interface in ("all", "default", "eth0"):
             run(*inside, "sysctl", "-q", "-w", f"net.ipv6.conf.{interface}.accept_dad=0")
         run(*inside, "ip", "link", "set", "lo", "up")
-        run(*inside, "ip", "addr", "add", "fd00:77::2/64", "dev", "eth0")
+        run(*inside, "ip", "addr", "add", address, "dev", "eth0")
         run(*inside, "ip", "link", "set", "eth0", "up")
         # Kea's pid and lock files in the lab's directory, away from a system Kea's.
         files = [f"KEA_PIDFILE_DIR={directory}", f"KEA_LOCKFILE_DIR={directory}"]
-        server = Process(
-            "kea-dhcp6", [*inside, "env", *files, "kea-dhcp6", "-c", str(config)], directory
-        )
+        server = Process(program, [*inside, "env", *files, program, "-c", str(config)], directory)
         try:
-            server.wait_for("DHCP6_STARTED", 30)
+            server.wait_for(f"DHCP{version}_STARTED", 30)
             assert "DHCPSRV_NO_SOCKETS_OPEN" not in server.text, server.text
             yield server
         finally:

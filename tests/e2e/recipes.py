@@ -31,6 +31,8 @@ LAB_BLOCKS = (
     "http-only",
     "http-only-dhcp",
     "http-boot-dhcp",
+    "http-boot-kea",
+    "kea",
     "ipv6-dhcp",
     "ipv6-kea",
     "shared-host-dhcp",

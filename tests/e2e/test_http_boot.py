@@ -2,12 +2,14 @@
 UEFI HTTP Boot in QEMU: OVMF with its PXE entries turned off loads ipxe.efi from
 pxe-pilot's /ipxe/ over HTTP, with no TFTP at all, and reaches the answer; once with
 pxe-pilot's proxyDHCP beside a DHCP server that gives addresses only, once with the
-DHCP server's own HTTPClient options from docs/dhcp.md.
+DHCP server's own HTTPClient options from docs/dhcp.md (dnsmasq's, and Kea's).
 """
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +25,7 @@ pytestmark = pytest.mark.e2e
 
 PROXY = Guest("http-proxy", "uefi", "52:54:00:00:02:e1", reports=True)
 SERVER = Guest("http-server", "uefi", "52:54:00:00:02:e2", reports=True)
+KEA = Guest("http-kea", "uefi", "52:54:00:00:02:e3", reports=True)
 # OVMF tries PXE over IPv4 and IPv6 before HTTP, each for about a minute when nothing
 # answers: without its PXE entries, HTTP Boot over IPv4 comes first.
 NO_PXE = [
@@ -49,7 +52,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     assets = lab.built_assets(iso, directory / "assets")
     hosts = directory / "answers" / "hosts"
     hosts.mkdir(parents=True)
-    for guest in (PROXY, SERVER):
+    for guest in (PROXY, SERVER, KEA):
         (hosts / f"{guest.mac.replace(':', '-')}.toml").write_text(guest.answer)
     return Built(directory, assets, directory / "answers")
 
@@ -98,9 +101,17 @@ def assert_http_only(log: str) -> None:
     The firmware fetched ipxe.efi over HTTP, and nothing else fetched a binary there
     (no loop); nothing went over TFTP; iPXE went on to the menu.
     """
+    assert_firmware_fetched_over_http(log)
+    assert not re.search(r"TFTP \d+\.\d+\.\d+\.\d+ ", log), log
+
+
+def assert_firmware_fetched_over_http(log: str) -> None:
+    """
+    The firmware fetched ipxe.efi over HTTP, and nothing else fetched a binary there
+    (no loop); iPXE went on to the menu.
+    """
     fetched = re.findall(r"HTTP \S+: (.*) fetches ipxe/(\S+)", log)
     assert fetched == [("UefiHttpBoot/1.0", "ipxe.efi")], log
-    assert not re.search(r"TFTP \d+\.\d+\.\d+\.\d+ ", log), log
     assert re.search(r"boot\.ipxe fetched", log), log
     assert re.search(r"menu for 52:54:00:00:02:e\d at ", log), log
 
@@ -157,3 +168,41 @@ def test_http_boot_from_the_dhcp_server(built: Built) -> None:
     assert_on_the_timeline(timeline)
     assert re.search(r"iPXE asked for ipxe/ipxe\.efi; it gets the chain script", log), log
     assert "proxyDHCP" not in log
+
+
+def kea_settings() -> dict[str, object]:
+    """
+    docs/dhcp.md's Kea classes: UEFI HTTP Boot's, and those of its ISC Kea section,
+    which give iPXE (a PXE client of architecture 7) snponly.efi over TFTP.
+    """
+    classes: list[object] = []
+    for name in ("http-boot-kea", "kea"):
+        settings = json.loads("{" + recipes.localize(recipes.text_of(name)) + "}")["Dhcp4"]
+        classes += settings["client-classes"]
+    return {"client-classes": classes}
+
+
+def test_http_boot_from_kea(built: Built) -> None:
+    """
+    Kea with the documented classes, and no proxyDHCP: the firmware gets the URL by
+    its HTTPClient vendor class, iPXE snponly.efi by its architecture, and pxe-pilot's
+    TFTP server sends iPXE the chain script instead of the binary.
+    """
+    if shutil.which("kea-dhcp4") is None:
+        pytest.skip("the Kea test needs kea-dhcp4 (.ci/run installs kea-dhcp4-server)")
+    directory = built.directory / "kea"
+    directory.mkdir()
+    with lab.network(), lab.kea_server(directory, kea_settings(), version=4) as kea:
+        pilot = lab.pxe_pilot(directory, built.answers, built.assets)
+        try:
+            console, seconds = boot(directory, KEA)
+            log = pilot.text
+            timeline = timeline_of(KEA)
+        finally:
+            pilot.stop()
+    print(f"UEFI HTTP Boot from Kea: the answer after {seconds:.1f} s")
+    assert lab.answer_of(console) == KEA.answer
+    assert_firmware_fetched_over_http(log)
+    assert_on_the_timeline(timeline)
+    assert re.search(r"iPXE asked for snponly\.efi; it gets the chain script", log), log
+    assert "DHCP4_LEASE_ALLOC" in kea.text

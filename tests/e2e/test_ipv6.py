@@ -220,7 +220,7 @@ def test_kea_ipv6_only_boot_reaches_the_answer(ipv6_lab: IPv6Lab) -> None:
     )
     earlier = len(ipv6_lab.pilot.text)
     try:
-        with lab.kea_dhcp6_server(ipv6_lab.directory, settings) as kea:
+        with lab.kea_server(ipv6_lab.directory, settings) as kea:
             console = boot(ipv6_lab, KEA)
     finally:
         router.stop()
