@@ -26,6 +26,7 @@ import pytest
 from twisted.scripts._twistd_unix import ServerOptions
 
 from pxepilot.config import SETTINGS
+from tests.docs_snippets import snippets
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = "Dockerfile.server"
@@ -105,6 +106,8 @@ class Stage:
     image: str
     name: str | None
     instructions: list[Instruction] = field(default_factory=list)
+    # The image as the FROM line writes it, before build arguments are put in.
+    written: str = ""
 
     def all(self, keyword: str) -> list[Instruction]:
         return [i for i in self.instructions if i.keyword == keyword]
@@ -148,6 +151,8 @@ class Stage:
 class Dockerfile:
     stages: list[Stage]
     comments: list[str]
+    # The ARGs before the first FROM, with their defaults: the only ones a FROM can use.
+    arguments: dict[str, str] = field(default_factory=dict)
 
     @property
     def final(self) -> Stage:
@@ -170,10 +175,12 @@ class Dockerfile:
 def parse_dockerfile(text: str) -> Dockerfile:
     """
     Parse Dockerfile text: comments (also between continuation lines), backslash line
-    continuations, blank lines, and stages. Only the default escape character is known.
+    continuations, blank lines, ARGs before the first FROM, and stages, their images with
+    the ARGs' defaults put in. Only the default escape character is known.
     """
     stages: list[Stage] = []
     comments: list[str] = []
+    arguments: dict[str, str] = {}
     pending: list[str] = []
     start = 0
 
@@ -183,7 +190,11 @@ def parse_dockerfile(text: str) -> Dockerfile:
         if instruction.keyword == "FROM":
             words = instruction.flags()[1].split()
             as_name = words[2] if len(words) == 3 and words[1].lower() == "as" else None
-            stages.append(Stage(words[0], as_name))
+            image = ARGUMENT.sub(lambda m: arguments.get(m[1] or m[2], m[0]), words[0])
+            stages.append(Stage(image, as_name, written=words[0]))
+        elif instruction.keyword == "ARG" and not stages:
+            name, _, default = instruction.text.partition("=")
+            arguments[name.strip()] = default.strip()
         elif not stages:
             raise ValueError(f"line {start}: {instruction.keyword} before FROM")
         else:
@@ -207,7 +218,10 @@ def parse_dockerfile(text: str) -> Dockerfile:
         pending = []
     if pending:
         emit(" ".join(pending))
-    return Dockerfile(stages, comments)
+    return Dockerfile(stages, comments, arguments)
+
+
+ARGUMENT = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 
 
 def env_pairs(text: str) -> dict[str, str]:
@@ -218,6 +232,12 @@ def env_pairs(text: str) -> dict[str, str]:
     return dict(t.split("=", 1) for t in tokens)
 
 
+# Words that start or end a compound command: what follows them is the command itself.
+SHELL_KEYWORDS = frozenset(
+    {"if", "then", "elif", "else", "fi", "while", "until", "do", "done", "!"}
+)
+
+
 def simple_commands(script: str) -> list[list[str]]:
     lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
@@ -225,6 +245,8 @@ def simple_commands(script: str) -> list[list[str]]:
     for token in lexer:
         if token in ("&&", "||", ";", "|", "&"):
             commands.append([])
+        elif token in SHELL_KEYWORDS and not commands[-1]:
+            continue
         else:
             commands[-1].append(token)
     return [c for c in commands if c]
@@ -299,6 +321,24 @@ def check_same_base(files: list[Dockerfile]) -> list[str]:
     return [] if len(bases) == 1 else [f"more than one base image: {sorted(bases)}"]
 
 
+def check_base_argument(df: Dockerfile) -> list[str]:
+    """
+    Every stage that does not start from an earlier one starts from C{${BASE}}, an ARG
+    with the pinned image as its default: C{--build-arg BASE=...} then swaps the base of
+    the whole build (scripts/build-images --local-base does).
+    """
+    problems = []
+    if not df.arguments.get("BASE"):
+        problems.append("no ARG BASE with a default before the first FROM")
+    earlier: set[str] = set()
+    for stage in df.stages:
+        if stage.written not in earlier and stage.written not in ("${BASE}", "$BASE"):
+            problems.append(f"FROM {stage.written}: not the BASE argument")
+        if stage.name:
+            earlier.add(stage.name)
+    return problems
+
+
 def check_multi_stage(df: Dockerfile) -> list[str]:
     problems = []
     earlier = {s.name for s in df.stages[:-1] if s.name}
@@ -356,6 +396,38 @@ def check_apt(df: Dockerfile) -> list[str]:
             c[:2] == ["rm", "-rf"] and "/var/lib/apt/lists/*" in c for c in commands
         ):
             problems.append(f"line {instruction.line}: the apt lists stay in the layer")
+    return problems
+
+
+def check_offline_ready(df: Dockerfile) -> list[str]:
+    """
+    Given a base that holds Debian's iPXE binaries and the wheels in wheelhouse/ (as
+    scripts/build-images provides them), the build reaches no package index: pip installs
+    from the wheelhouse when there is one, and apt-get runs only when the binaries are
+    missing.
+    """
+    problems = []
+    for stage in df.stages:
+        copies_wheelhouse = any(
+            source.startswith("wheelhouse") for i in stage.all("COPY") for source in i.words()[:-1]
+        )
+        for instruction in stage.all("RUN"):
+            offline = guarded = False
+            for command in instruction.commands():
+                if command[0] == "export" and "PIP_NO_INDEX=1" in command:
+                    offline = any(w.startswith("PIP_FIND_LINKS=") for w in command)
+                if command[:3] == ["[", "!", "-e"] and command[3].startswith("/usr/lib/ipxe/"):
+                    guarded = True
+                pip = pip_subcommand(command)
+                if pip in ("install", "wheel", "download") and "--no-index" not in command:
+                    if not offline:
+                        problems.append(f"line {instruction.line}: pip {pip} ignores a wheelhouse")
+                    if not copies_wheelhouse:
+                        problems.append(f"line {instruction.line}: no wheelhouse in the stage")
+                if command[:2] == ["apt-get", "update"] and not guarded:
+                    problems.append(
+                        f"line {instruction.line}: apt-get runs although the base has iPXE"
+                    )
     return problems
 
 
@@ -461,7 +533,10 @@ def check_copy_sources(df: Dockerfile, root: Path) -> list[str]:
             sources = (exec_form(rest) or shlex.split(rest))[:-1]
             for source in sources:
                 matches = sorted(root.glob(source))
-                if not matches:
+                # A wildcard may match nothing when another source of the same COPY
+                # matches something: Docker copies what there is.
+                optional = any(c in source for c in "*?[") and len(sources) > 1
+                if not matches and not optional:
                     problems.append(f"line {instruction.line}: {source} does not exist")
                 for match in matches:
                     files = [match] if match.is_file() else sorted(match.rglob("*"))
@@ -696,6 +771,8 @@ def test_both_images(name: str) -> None:
     df = load(ROOT / name)
     assert len(df.stages) >= 2
     assert check_pinned(df) == []
+    assert check_base_argument(df) == []
+    assert check_offline_ready(df) == []
     assert check_multi_stage(df) == []
     assert check_no_compilers(df) == []
     assert check_apt(df) == []
@@ -706,7 +783,8 @@ def test_both_images(name: str) -> None:
 
 def test_same_base(server: Dockerfile, builder: Dockerfile) -> None:
     """
-    Every stage of both images starts from one base image, pinned by tag and digest.
+    Every stage of both images starts from one base image, pinned by tag and digest, in
+    the build argument BASE.
     """
     assert check_same_base([server, builder]) == []
     [base] = server.external_images()
@@ -873,6 +951,42 @@ MISTAKES: list[tuple[str, str, str, str, Callable[[Dockerfile], list[str]]]] = [
     ("minor-version base", BUILDER, BASE, "python:3.11-slim-bookworm", check_pinned),
     ("base from an argument", BUILDER, BASE, "python:${PYTHON_VERSION}-slim", check_pinned),
     ("short digest", SERVER, BASE, BASE[: BASE.index("@") + 15], check_pinned),
+    (
+        "final stage not from the argument",
+        SERVER,
+        "FROM ${BASE}\n",
+        f"FROM {BASE}\n",
+        check_base_argument,
+    ),
+    (
+        "build stage not from the argument",
+        BUILDER,
+        "FROM ${BASE} AS",
+        f"FROM {BASE} AS",
+        check_base_argument,
+    ),
+    ("no default base", BUILDER, f"ARG BASE={BASE}", "ARG BASE", check_base_argument),
+    (
+        "apt-get although iPXE is there",
+        SERVER,
+        "if [ ! -e /usr/lib/ipxe/undionly.kpxe ]; then",
+        "if true; then",
+        check_offline_ready,
+    ),
+    (
+        "pip ignores the wheelhouse",
+        BUILDER,
+        "export PIP_NO_INDEX=1 PIP_FIND_LINKS=/src/wheels",
+        "true",
+        check_offline_ready,
+    ),
+    (
+        "no wheelhouse copied",
+        SERVER,
+        "COPY constraints.txt wheelhouse* wheels/\n",
+        "",
+        check_offline_ready,
+    ),
     (
         "nothing from the build stage",
         SERVER,
@@ -1100,7 +1214,8 @@ def test_base_mismatch_is_caught() -> None:
     """
     bumped = edited(SERVER, BASE, "python:3.12.13-slim-bookworm", count=1)
     assert check_same_base([bumped, load(ROOT / BUILDER)])
-    assert check_same_base([bumped])
+    literal = edited(SERVER, "FROM ${BASE}\n", "FROM python:3.12.13-slim-bookworm\n")
+    assert check_same_base([literal])
 
 
 @pytest.fixture
@@ -1217,3 +1332,39 @@ def test_parser() -> None:
     assert final.entry() is None
     assert final.all("HEALTHCHECK")[0].flags() == ({"interval": "5s"}, 'CMD ["check"]')
     assert final.all("RUN") == []
+
+
+def test_wheelhouse_reaches_the_build() -> None:
+    """
+    The wheels scripts/build-images collects are sent to the build, and its copy of them
+    in the Dockerfiles is optional: a clone without them builds from PyPI.
+    """
+    rules = dockerignore_rules((ROOT / ".dockerignore").read_text())
+    assert not excluded("wheelhouse/attrs-26.1.0-py3-none-any.whl", rules)
+    copies = [
+        i.text
+        for df in (load(ROOT / SERVER), load(ROOT / BUILDER))
+        for i in df.stages[0].all("COPY")
+    ]
+    assert "constraints.txt wheelhouse* wheels/" in copies
+
+
+def test_readme_shows_what_the_container_tests_run() -> None:
+    """
+    Every command of the README's container section is one that docs/containers.md
+    shows for tests/e2e/test_containers.py, which reads and runs them from there.
+    """
+    tested = "tests/e2e/test_containers.py"
+
+    def commands(document: Path) -> set[str]:
+        return {
+            line.strip()
+            for snippet in snippets((document,))
+            if tested in snippet.argument
+            for line in re.sub(r"\\\n\s*", " ", snippet.text).splitlines()
+            if line.strip()
+        }
+
+    shown = commands(ROOT / "README.md")
+    assert shown
+    assert shown <= commands(ROOT / "docs" / "containers.md")
