@@ -1,13 +1,18 @@
 """
 POST /answer under load: many installers at once, each posting a realistic request
 (the fixtures of two installer versions, with MACs of its own) over a new HTTP
-connection, again and again for a few seconds; and in alternate rounds the same load
-against nginx serving a static file of the answer's size, the fastest a reply of that
-size can come over a new connection. Prints requests per second, latency percentiles, errors, the
-ratio to nginx, and who kept the cores busy, the load generator included.
+connection, or with --keep-alive over one connection each, again and again for a few
+seconds; and in alternate rounds the same load against nginx serving a static file of
+the answer's size, the fastest a reply of that size can come over a new connection, and
+with --before against pxe-pilot from another source tree (an earlier commit unpacked
+with git archive), to compare a change in one run. With --host-files every client has a
+host file of its own, as a rack does; otherwise all are served default.toml. Prints
+requests per second, latency percentiles, errors, the ratios, and who kept the cores
+busy, the load generator included.
 
     .venv/bin/python bench/answer_load.py [--clients 200] [--seconds 10] [--rounds 2]
-        [--processes 2] [--pin CPUS] [--log-level info]
+        [--processes 2] [--pin CPUS] [--log-level info] [--keep-alive] [--host-files]
+        [--before DIR] [--no-nginx]
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +46,7 @@ FIXTURES = [
     for name in ("installer-post-8.3-to-9.1.json", "installer-post-9.2.json")
 ]
 READY_FILE = "ready"
+DOWNLOAD_FILE = "initrd"
 # Long enough that a request stuck behind a full listen queue (SYN retried after 1, 3,
 # 7 s) is counted as slow rather than as an error.
 REQUEST_TIMEOUT = 30.0
@@ -58,14 +66,22 @@ def installer_body(index: int) -> bytes:
     return json.dumps(request, separators=(",", ":")).encode()
 
 
-def http_request(path: str, port: int, body: bytes) -> bytes:
+def http_request(path: str, port: int, body: bytes, keep_alive: bool = False) -> bytes:
     # An installer makes one request and goes away: with Connection: close both servers
     # close at once, rather than keep an idle connection open for a next request.
+    connection = "" if keep_alive else "Connection: close\r\n"
     return (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
+        f"{connection}\r\n"
     ).encode() + body
+
+
+def host_file_name(index: int) -> str:
+    """
+    The host file of installer C{index}, named by its first MAC (see L{installer_body}).
+    """
+    return f"02-50-{index >> 8:02x}-{index & 0xFF:02x}-00-00.toml"
 
 
 # -- the load generator, run as separate processes (--worker)
@@ -80,32 +96,57 @@ def source_address(client: int) -> str:
     return f"127.0.{1 + client // 250}.{1 + client % 250}"
 
 
-async def exchange(port: int, request: bytes, expect: bytes, source: str) -> str | None:
+async def exchange(
+    port: int, request: bytes, expect: bytes, source: str, kept: list[socket.socket]
+) -> str | None:
     """
-    One request over a new connection from C{source}, read to the end of the body; None
-    if it was a 200 holding C{expect}, else what went wrong.
+    One request, read to the end of the body: over the connection in C{kept} if there
+    is one (then kept for the next), else over a new connection from C{source}. None if
+    it was a 200 holding C{expect}, else what went wrong.
     """
     loop = asyncio.get_running_loop()
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    keep_alive = b"Connection: close" not in request
+    if kept:
+        sock = kept.pop()
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
-        sock.bind((source, 0))
-        await loop.sock_connect(sock, ("127.0.0.1", port))
+        try:
+            sock.bind((source, 0))
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+        except BaseException:
+            sock.close()
+            raise
+    done = False
+    try:
         await loop.sock_sendall(sock, request)
         data = b""
         length = -1
+        chunked = False
+        body = b""
         while True:
             chunk = await loop.sock_recv(sock, 65536)
             if not chunk:
                 break
             data += chunk
             head, separator, body = data.partition(b"\r\n\r\n")
-            if separator and length < 0:
+            if separator and length < 0 and not chunked:
                 for line in head.split(b"\r\n")[1:]:
                     name, _, value = line.partition(b":")
                     if name.strip().lower() == b"content-length":
                         length = int(value)
-            if length >= 0 and len(body) >= length:
+                    if name.strip().lower() == b"transfer-encoding":
+                        chunked = value.strip().lower() == b"chunked"
+            # Over a kept connection, Twisted sends a body it was not told the length of
+            # in chunks, the last of them empty.
+            if (length >= 0 and len(body) >= length) or (chunked and body.endswith(b"0\r\n\r\n")):
+                done = True
                 break
+    finally:
+        if keep_alive and done:
+            kept.append(sock)
+        else:
+            sock.close()
     status = data.split(b" ", 2)[1] if data.count(b" ") >= 2 else b"none"
     if status != b"200":
         return f"status {status.decode(errors='replace')}"
@@ -122,11 +163,12 @@ async def client(
     deadline: float,
     results: dict[str, Any],
 ) -> None:
+    kept: list[socket.socket] = []
     while time.monotonic() < deadline:
         start = time.monotonic()
         try:
             problem = await asyncio.wait_for(
-                exchange(port, request, expect, source), REQUEST_TIMEOUT
+                exchange(port, request, expect, source, kept), REQUEST_TIMEOUT
             )
         except TimeoutError:
             problem = "timeout"
@@ -138,6 +180,8 @@ async def client(
             results["ends"].append(end)
         else:
             results["errors"][problem] += 1
+    for sock in kept:
+        sock.close()
 
 
 async def load(spec: dict[str, Any]) -> dict[str, Any]:
@@ -173,12 +217,40 @@ def worker() -> int:
 # -- the servers and the run
 
 
-def start_pxe_pilot(work: Path, log_level: str) -> Server:
-    port = free_port()
+def answers_directory(work: Path, clients: int, host_files: bool) -> Path:
+    """
+    The example answers; with C{host_files}, plus a host file for every client (the
+    example default, so that every answer is the same size whoever serves it).
+    """
     answers = work / "answers"
     shutil.copytree(ROOT / "examples" / "answers", answers)
+    if host_files:
+        default = (answers / "default.toml").read_bytes()
+        for index in range(clients):
+            (answers / "hosts" / host_file_name(index)).write_bytes(default)
+    return answers
+
+
+def start_pxe_pilot(
+    work: Path, answers: Path, log_level: str, name: str = "pxe-pilot", source: Path = ROOT
+) -> Server:
+    """
+    pxe-pilot from C{source} (this tree, or another one such as an earlier commit's,
+    run with this virtualenv), with a state directory of its own.
+    """
+    port = free_port()
+    if source != ROOT:
+        # twistd finds the plugin, and Python the package, in the first tree on the path.
+        os.environ["PYTHONPATH"] = str(source)
+    try:
+        return _start_pxe_pilot(work, answers, log_level, name, port)
+    finally:
+        os.environ.pop("PYTHONPATH", None)
+
+
+def _start_pxe_pilot(work: Path, answers: Path, log_level: str, name: str, port: int) -> Server:
     return Server(
-        "pxe-pilot",
+        name,
         [
             str(VENV_BIN / "twistd"),
             "--nodaemon",
@@ -191,7 +263,7 @@ def start_pxe_pilot(work: Path, log_level: str) -> Server:
             "--https-port",
             "0",
             "--state",
-            str(work / "state"),
+            str(work / f"state-{name}"),
             "--answers",
             str(answers),
             "--assets",
@@ -249,6 +321,10 @@ def post(port: int, body: bytes) -> bytes:
         return answer
 
 
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "-"
+
+
 class Load:
     """
     The load against one server, in rounds: what the workers found, and the cores busy
@@ -256,12 +332,24 @@ class Load:
     """
 
     def __init__(
-        self, server: Server, bodies: list[bytes], expect: bytes, processes: int, pin: str | None
+        self,
+        server: Server,
+        bodies: list[bytes],
+        expect: bytes,
+        processes: int,
+        pin: str | None,
+        keep_alive: bool,
+        downloads: int = 0,
+        download_url: str | None = None,
     ) -> None:
         self.server = server
+        self.downloads = downloads if download_url is not None else 0
+        self.download_url = download_url
+        self.downloaded = 0
         self.port = port_of(server)
         self.requests = [
-            base64.b64encode(http_request("/answer", self.port, body)).decode() for body in bodies
+            base64.b64encode(http_request("/answer", self.port, body, keep_alive)).decode()
+            for body in bodies
         ]
         self.expect = base64.b64encode(expect).decode()
         self.processes = processes
@@ -297,6 +385,15 @@ class Load:
             assert process.stdin is not None
             process.stdin.write(json.dumps(spec))
             process.stdin.close()
+        downloading = [
+            subprocess.Popen(
+                # Again and again, as machines after machines fetch their boot files.
+                ["sh", "-c", 'while curl -sf -o /dev/null "$0"; do echo; done', url],
+                stdout=subprocess.PIPE,
+                start_new_session=True,
+            )
+            for url in [self.download_url or ""] * self.downloads
+        ]
         time.sleep(max(0.0, start - time.monotonic()))
         drops = listen_drops()
         cores = Cores(self.server)
@@ -306,6 +403,11 @@ class Load:
             outputs.append(process.stdout.read())
             process.wait()
         self.cores.append(cores.stop())
+        for download in downloading:
+            os.killpg(download.pid, signal.SIGTERM)
+            assert download.stdout is not None
+            self.downloaded += download.stdout.read().count(b"\n")
+            download.wait()
         self.drops += listen_drops() - drops
         self.seconds += seconds
         for result in map(json.loads, outputs):
@@ -327,8 +429,12 @@ class Load:
             sum(getattr(c, name) for c in self.cores) / elapsed
             for name in ("server", "benchmark", "others")
         )
+        if self.downloads:
+            during = f"during {self.downloads} downloads at once ({self.downloaded} done), "
+        else:
+            during = ""
         lines = [
-            f"{len(self.latencies)} answered, {self.rate():.0f} requests/s, "
+            f"{during}{len(self.latencies)} answered, {self.rate():.0f} requests/s, "
             f"p50 {self.percentile(0.5):.1f} ms, p95 {self.percentile(0.95):.1f} ms, "
             f"p99 {self.percentile(0.99):.1f} ms, max {max(self.latencies, default=0):.1f} ms; "
             f"errors: {errors}",
@@ -363,12 +469,31 @@ def main() -> int:
     )
     options.add_argument("--pin", help="CPUs for the load generator (taskset -c), e.g. 1")
     options.add_argument("--log-level", default="info", help="pxe-pilot's (its default: info)")
+    options.add_argument(
+        "--keep-alive", action="store_true", help="one connection per client, kept"
+    )
+    options.add_argument("--host-files", action="store_true", help="a host file for every client")
+    options.add_argument(
+        "--before",
+        type=Path,
+        help="another pxe-pilot source tree to compare with, e.g. "
+        "mkdir /tmp/before && git archive HEAD | tar -x -C /tmp/before",
+    )
+    options.add_argument("--no-nginx", action="store_true", help="leave nginx out")
+    options.add_argument(
+        "--downloads",
+        type=int,
+        default=0,
+        help="curl clients downloading an asset from pxe-pilot meanwhile, again and again",
+    )
+    options.add_argument("--download-mb", type=int, default=1024, help="the asset's size")
     options.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = options.parse_args()
     if args.worker:
         return worker()
-    if shutil.which("nginx") is None:
-        print("nginx is needed: apt-get install nginx-light")
+    nginx_wanted = not args.no_nginx
+    if nginx_wanted and shutil.which("nginx") is None:
+        print("nginx is needed (apt-get install nginx-light), or --no-nginx")
         return 1
     if not (VENV_BIN / "twistd").exists():
         print("run scripts/test once to create .venv")
@@ -377,23 +502,44 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="answers-", dir=WORK))
     (work / "assets").mkdir()
     (work / "assets" / READY_FILE).write_text("ready\n")
+    if args.downloads:
+        with open(work / "assets" / DOWNLOAD_FILE, "wb") as asset:
+            for _ in range(args.download_mb):
+                asset.write(os.urandom(1 << 20))
+    answers = answers_directory(work, args.clients, args.host_files)
     bodies = [installer_body(index) for index in range(args.clients)]
     servers: list[Server] = []
     loads: dict[str, Load] = {}
     try:
-        pilot = start_pxe_pilot(work, args.log_level)
+        pilot = start_pxe_pilot(work, answers, args.log_level)
         servers.append(pilot)
-        answers = {post(port_of(pilot), body) for body in bodies[: len(FIXTURES)]}
-        answer = max(answers, key=len)
+        answers_served = {post(port_of(pilot), body) for body in bodies[: len(FIXTURES)]}
+        answer = max(answers_served, key=len)
         if b"[global]" not in answer:
             raise RuntimeError(f"pxe-pilot's answer is not an answer file: {answer[:80]!r}")
-        nginx = start_nginx(work, answer)
-        servers.append(nginx)
-        if post(port_of(nginx), bodies[0]) != answer:
-            raise RuntimeError("nginx does not answer POST /answer with the file")
+        if args.before is not None:
+            before = start_pxe_pilot(work, answers, args.log_level, "before", args.before)
+            servers.append(before)
+            if post(port_of(before), bodies[0]) not in answers_served:
+                raise RuntimeError("the pxe-pilot before answers otherwise")
+        if nginx_wanted:
+            nginx = start_nginx(work, answer)
+            servers.append(nginx)
+            if post(port_of(nginx), bodies[0]) != answer:
+                raise RuntimeError("nginx does not answer POST /answer with the file")
         for server in servers:
-            loads[server.name] = Load(server, bodies, b"[global]", args.processes, args.pin)
-        # Alternated, so that a change in the machine's other load favours neither.
+            pilot_asset = f"http://127.0.0.1:{port_of(server)}/assets/{DOWNLOAD_FILE}"
+            loads[server.name] = Load(
+                server,
+                bodies,
+                b"[global]",
+                args.processes,
+                args.pin,
+                args.keep_alive,
+                args.downloads,
+                None if server.name == "nginx" else pilot_asset,
+            )
+        # Alternated, so that a change in the machine's other load favours none.
         for _ in range(args.rounds):
             for load in loads.values():
                 load.round(args.seconds / args.rounds)
@@ -402,21 +548,54 @@ def main() -> int:
             server.stop()
     shutil.rmtree(work, ignore_errors=True)
 
-    ours, theirs = loads["pxe-pilot"], loads["nginx"]
+    ours = loads["pxe-pilot"]
+    others = [name for name in loads if name != "pxe-pilot"]
+    connection = (
+        "one kept connection per client" if args.keep_alive else ("a new connection per request")
+    )
+    files = "a host file each" if args.host_files else "default.toml for all"
     print(
-        f"\nPOST /answer, {args.clients} clients, a new connection per request, "
+        f"\nPOST /answer, {args.clients} clients, {connection}, {files}, "
         f"{args.seconds:g} s each in {args.rounds} rounds; answer {len(answer)} bytes, "
-        f"pxe-pilot at --log-level {args.log_level}:\n"
-        "\n| figure | pxe-pilot | nginx (static file) | pxe-pilot x nginx |\n|---|---|---|---|"
+        f"pxe-pilot at --log-level {args.log_level}"
+        + (
+            f", during {args.downloads} downloads of {args.download_mb} MiB"
+            if args.downloads
+            else ""
+        )
+        + ":\n"
     )
     print(
-        f"| requests/s | {ours.rate():.0f} | {theirs.rate():.0f} | "
-        f"{ours.rate() / theirs.rate():.2f} |"
+        "| figure | pxe-pilot | "
+        + " | ".join(others)
+        + " | "
+        + " | ".join(f"pxe-pilot x {name}" for name in others)
+        + " |"
+    )
+    print("|---" * (2 + 2 * len(others)) + "|")
+    theirs = [loads[name] for name in others]
+    print(
+        f"| requests/s | {ours.rate():.0f} | "
+        + " | ".join(f"{load.rate():.0f}" for load in theirs)
+        + " | "
+        + " | ".join(ratio(ours.rate(), load.rate()) for load in theirs)
+        + " |"
     )
     for label, fraction in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
-        a, b = ours.percentile(fraction), theirs.percentile(fraction)
-        print(f"| {label} ms | {a:.1f} | {b:.1f} | {a / b:.1f} |")
-    print(f"| errors | {sum(ours.errors.values())} | {sum(theirs.errors.values())} | |")
+        a = ours.percentile(fraction)
+        print(
+            f"| {label} ms | {a:.1f} | "
+            + " | ".join(f"{load.percentile(fraction):.1f}" for load in theirs)
+            + " | "
+            + " | ".join(ratio(a, load.percentile(fraction)) for load in theirs)
+            + " |"
+        )
+    print(
+        f"| errors | {sum(ours.errors.values())} | "
+        + " | ".join(str(sum(load.errors.values())) for load in theirs)
+        + " |"
+        + " |" * len(theirs)
+    )
     for name, load in loads.items():
         print(f"\n{name}: {load.describe()}")
     return 0 if not ours.errors else 1

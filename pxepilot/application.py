@@ -183,7 +183,11 @@ class PxePilot:
             lambda: self.ledger.counts[EventKind.INSTALLED],
             lambda: self.ledger.counts[EventKind.FAILED],
         )
-        self.metrics.watch_host_records(self.ledger.forgotten, lambda: self.ledger.not_recorded)
+        self.metrics.watch_host_records(
+            self.ledger.forgotten,
+            lambda: self.ledger.not_recorded,
+            lambda: self.ledger.not_saved,
+        )
         self.events = EventBus()
         self.events.subscribe(self.metrics)
         self.events.subscribe(LedgerRecorder(self.ledger))

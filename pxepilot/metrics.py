@@ -109,11 +109,15 @@ class Metrics:
         self.registry.register(_HostsCollector(states, completed, failed))
 
     def watch_host_records(
-        self, forgotten: Mapping[str, int], not_recorded: Callable[[], int]
+        self,
+        forgotten: Mapping[str, int],
+        not_recorded: Callable[[], int],
+        not_saved: Callable[[], int] = lambda: 0,
     ) -> None:
         """
         What the host ledger's bounds did since start: hosts forgotten, by reason
-        (C{expired}, C{ceiling}), and new hosts' events not recorded because it was full.
+        (C{expired}, C{ceiling}), new hosts' events not recorded because it was full, and
+        events the store failed to save.
         """
         self.registry.register(
             _CountsCollector(
@@ -131,6 +135,14 @@ class Metrics:
                 "Events of new hosts not recorded: the ledger was at its ceiling with no "
                 "host only seen to forget",
                 not_recorded,
+            )
+        )
+        self.registry.register(
+            _Reading(
+                CounterMetricFamily,
+                "pxepilot_hosts_events_not_saved",
+                "Events kept in memory that the host store failed to save (see the log)",
+                not_saved,
             )
         )
 

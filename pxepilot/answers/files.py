@@ -13,9 +13,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
+from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 
-from attrs import frozen
+from attrs import define, field, frozen
 from zope.interface import Interface, implementer
 
 from pxepilot.answers.identity import FOLDERS, Rule, key_of_name
@@ -31,6 +34,16 @@ SIDECAR_SUFFIX = ".boot.toml"
 
 # The installer reads answers of up to 10 MB; real ones are a few kilobytes.
 MAX_ANSWER_BYTES = 1 << 20
+
+# A listing is kept while none of the directories it was taken from has changed. A
+# directory's change time says so exactly once it is older than this: far beyond the
+# file system's timestamp granularity, so that a second change within the same tick as
+# the one listed cannot go unseen.
+STILL_FOR = 1.0
+
+# What identifies a directory's entries at one moment: device, inode, modification and
+# change times (a change time cannot be set back, as rsync sets modification times).
+Stamp = tuple[int, int, int, int] | None
 
 
 class AnswersUnavailable(Exception):
@@ -123,12 +136,19 @@ class AnswerListing:
         The files of C{rule} for C{key}, the one that is used first: the canonical name,
         then the other spellings in name order.
         """
-        return tuple(
-            sorted(
-                (f for f in self.identity_files if f.rule is rule and f.key == key),
-                key=lambda f: (not f.canonical, f.name),
-            )
-        )
+        return self._by_identity.get((rule, key), ())
+
+    @cached_property
+    def _by_identity(self) -> dict[tuple[Rule, str], tuple[IdentityFile, ...]]:
+        # Grouped once per listing: a request looks up a few keys, not every file.
+        found: dict[tuple[Rule, str], list[IdentityFile]] = {}
+        for f in self.identity_files:
+            if f.key:
+                found.setdefault((f.rule, f.key), []).append(f)
+        return {
+            key: tuple(sorted(files, key=lambda f: (not f.canonical, f.name)))
+            for key, files in found.items()
+        }
 
     def useless_identity_files(self) -> tuple[IdentityFile, ...]:
         """
@@ -140,9 +160,11 @@ class AnswerListing:
         """
         Identities named by more than one file.
         """
-        keys = sorted({(f.rule.value, f.key) for f in self.identity_files if f.key})
-        found = {(Rule(rule), key): self.identity_files_for(Rule(rule), key) for rule, key in keys}
-        return {identity: files for identity, files in found.items() if len(files) > 1}
+        return {
+            identity: self._by_identity[identity]
+            for identity in sorted(self._by_identity, key=lambda k: (k[0].value, k[1]))
+            if len(self._by_identity[identity]) > 1
+        }
 
     def sidecar_for(self, mac: MacAddress) -> HostFile | None:
         """
@@ -158,20 +180,26 @@ class AnswerListing:
         The host files for C{mac}, the one that is used first: the canonical name, then the
         other spellings in name order.
         """
-        return tuple(
-            sorted(
-                (f for f in self.host_files if f.mac == mac),
-                key=lambda f: (not f.canonical, f.name),
-            )
-        )
+        return self._by_mac.get(mac, ())
+
+    @cached_property
+    def _by_mac(self) -> dict[MacAddress, tuple[HostFile, ...]]:
+        # Grouped once per listing: a request looks up its few MACs, not every file.
+        found: dict[MacAddress, list[HostFile]] = {}
+        for f in self.host_files:
+            found.setdefault(f.mac, []).append(f)
+        return {
+            mac: tuple(sorted(files, key=lambda f: (not f.canonical, f.name)))
+            for mac, files in found.items()
+        }
 
     def conflicts(self) -> dict[MacAddress, tuple[HostFile, ...]]:
         """
         MAC addresses named by more than one host file.
         """
-        macs = sorted({f.mac for f in self.host_files})
-        found = {mac: self.files_for(mac) for mac in macs}
-        return {mac: files for mac, files in found.items() if len(files) > 1}
+        return {
+            mac: self._by_mac[mac] for mac in sorted(self._by_mac) if len(self._by_mac[mac]) > 1
+        }
 
 
 @frozen
@@ -211,45 +239,111 @@ class IAnswerFiles(Interface):
         """
 
 
+@define
+class _Kept:
+    """
+    The last listing worth keeping, and the directories' stamps it was taken at.
+    """
+
+    stamps: tuple[Stamp, ...] | None = None
+    listing: AnswerListing | None = None
+
+
 @implementer(IAnswerFiles)
 @frozen
 class DirectoryAnswerFiles:
     """
     L{IAnswerFiles} on a directory of the local file system.
 
+    Listing stats the directories rather than reading them when none has changed
+    since the last listing (one stat each, whatever the number of files): a rack of
+    installers asking at once then costs a few system calls each, not a scan of every
+    host file. A listing holding a symbolic link is never kept, since what the link
+    points to may change without its directory changing.
+
     @ivar root: The answers directory.
+    @ivar wall_clock: The time now, to tell a directory still long enough to trust its
+        stamps.
     """
 
     root: Path
+    wall_clock: Callable[[], float] = field(default=time.time, eq=False, repr=False)
+    _kept: _Kept = field(factory=_Kept, init=False, eq=False, repr=False)
 
     def listing(self) -> AnswerListing:
         try:
-            if not self.root.is_dir():
-                raise AnswersUnavailable("answers directory is missing or not a directory")
-            default_present = _is_regular_file(self.root / DEFAULT_NAME)
-            host_files: list[HostFile] = []
-            sidecars: list[HostFile] = []
-            unrecognised: list[str] = []
-            for entry in _scan(self.root / HOSTS_DIR):
-                name = f"{HOSTS_DIR}/{entry.name}"
-                sidecar = entry.name.endswith(SIDECAR_SUFFIX)
-                stem = entry.name[: -len(SIDECAR_SUFFIX if sidecar else TOML_SUFFIX)]
-                try:
-                    mac = MacAddress.parse(stem)
-                except MacAddressError:
-                    unrecognised.append(name)
-                else:
-                    (sidecars if sidecar else host_files).append(HostFile(mac, name))
-            identity_files = [
-                IdentityFile(rule, key_of_name(rule, _stem(entry.name)), f"{folder}/{entry.name}")
-                for rule, folder in FOLDERS.items()
-                # Only a model's file is shared by many machines, so only it may be a
-                # template; a UUID's or a serial's file is that machine's own already.
-                for entry in _scan(self.root / folder, templates=rule is Rule.MODEL)
-            ]
+            stamps = self._stamps()
+            if stamps == self._kept.stamps and self._kept.listing is not None:
+                return self._kept.listing
+            listing, linked = self._scan_listing()
         except OSError as e:
             raise AnswersUnavailable(f"answers directory cannot be read: {e.strerror}") from e
-        return AnswerListing(
+        changed = max((stamp[3] for stamp in stamps if stamp is not None), default=0) / 1e9
+        still = self.wall_clock() - changed >= STILL_FOR
+        self._kept.stamps, self._kept.listing = (
+            (stamps, listing) if still and not linked else (None, None)
+        )
+        return listing
+
+    def _stamps(self) -> tuple[Stamp, ...]:
+        """
+        The stamps of the answers directory and of each folder a listing reads.
+        """
+        root = os.fspath(self.root)
+        top = _stamp(root)
+        kept = self._kept.stamps
+        if kept is not None and kept[0] == top:
+            # A folder made or removed changes the answers directory's stamp: while that
+            # is the same, the folders absent then are absent still, and need no look.
+            return (
+                top,
+                *(
+                    None if was is None else _stamp(os.path.join(root, name))
+                    for name, was in zip(_FOLDERS, kept[1:], strict=True)
+                ),
+            )
+        return (top, *(_stamp(os.path.join(root, name)) for name in _FOLDERS))
+
+    def _scan_listing(self) -> tuple[AnswerListing, bool]:
+        """
+        The directory as it is, and whether any file listed is a symbolic link.
+
+        @raise OSError: when the directory cannot be read.
+        """
+        if not self.root.is_dir():
+            raise AnswersUnavailable("answers directory is missing or not a directory")
+        default_present = _is_regular_file(self.root / DEFAULT_NAME)
+        host_files: list[HostFile] = []
+        sidecars: list[HostFile] = []
+        unrecognised: list[str] = []
+        hosts = _scan(self.root / HOSTS_DIR)
+        for entry in hosts:
+            name = f"{HOSTS_DIR}/{entry.name}"
+            sidecar = entry.name.endswith(SIDECAR_SUFFIX)
+            stem = entry.name[: -len(SIDECAR_SUFFIX if sidecar else TOML_SUFFIX)]
+            try:
+                mac = MacAddress.parse(stem)
+            except MacAddressError:
+                unrecognised.append(name)
+            else:
+                (sidecars if sidecar else host_files).append(HostFile(mac, name))
+        identities = [
+            (rule, folder, entry)
+            for rule, folder in FOLDERS.items()
+            # Only a model's file is shared by many machines, so only it may be a
+            # template; a UUID's or a serial's file is that machine's own already.
+            for entry in _scan(self.root / folder, templates=rule is Rule.MODEL)
+        ]
+        identity_files = [
+            IdentityFile(rule, key_of_name(rule, _stem(entry.name)), f"{folder}/{entry.name}")
+            for rule, folder, entry in identities
+        ]
+        linked = any(entry.is_symlink() for entry in [*hosts, *(e for _, _, e in identities)])
+        linked = linked or any(
+            os.path.islink(self.root / name)
+            for name in (DEFAULT_NAME, DEFAULT_TEMPLATE, INVENTORY_NAME)
+        )
+        listing = AnswerListing(
             default_present,
             tuple(sorted(host_files, key=lambda f: f.name)),
             tuple(sorted(unrecognised)),
@@ -258,6 +352,7 @@ class DirectoryAnswerFiles:
             _is_regular_file(self.root / DEFAULT_TEMPLATE),
             _is_regular_file(self.root / INVENTORY_NAME),
         )
+        return listing, linked
 
     def read(self, name: str) -> FileContents:
         path = self.root / name
@@ -269,23 +364,63 @@ class DirectoryAnswerFiles:
                 raise
             except OSError as e:
                 raise AnswersUnavailable(f"{name} cannot be read: {e.strerror}") from e
-            with os.fdopen(fd, "rb") as f:
-                before = os.fstat(f.fileno())
+            try:
+                before = os.fstat(fd)
                 if not stat.S_ISREG(before.st_mode):
                     raise AnswersUnavailable(f"{name} is not a regular file")
                 if before.st_size > MAX_ANSWER_BYTES:
                     raise AnswerFileTooLarge(name)
                 try:
-                    data = f.read(MAX_ANSWER_BYTES + 1)
+                    # One byte more than the file holds, to see that it grew meanwhile.
+                    data = _read_up_to(fd, before.st_size + 1)
                 except OSError as e:
                     raise AnswersUnavailable(f"{name} cannot be read: {e.strerror}") from e
-                after = os.fstat(f.fileno())
+                after = os.fstat(fd)
+            finally:
+                os.close(fd)
             if len(data) > MAX_ANSWER_BYTES:
                 raise AnswerFileTooLarge(name)
             unchanged = (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
             if unchanged and len(data) == after.st_size:
                 return FileContents(data, after.st_mtime_ns / 1e9)
         raise AnswerFileChanging(name)
+
+
+def _read_up_to(fd: int, size: int) -> bytes:
+    """
+    The bytes of regular file C{fd} from where it stands, up to C{size} of them or its
+    end.
+
+    Read into a buffer of the file's own size: asking a buffered file for up to
+    L{MAX_ANSWER_BYTES} allocates that much for every read.
+    """
+    chunks: list[bytes] = []
+    left = size
+    while left > 0:
+        chunk = os.read(fd, left)
+        chunks.append(chunk)
+        # A regular file reads short only at its end: no second call to learn that.
+        if len(chunk) < left:
+            break
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+# The folders a listing reads, besides the answers directory itself.
+_FOLDERS = (HOSTS_DIR, *sorted(FOLDERS.values()))
+
+
+def _stamp(directory: str) -> Stamp:
+    """
+    What identifies C{directory}'s entries now; L{None} when there is no such directory.
+
+    @raise OSError: when it cannot be looked at.
+    """
+    try:
+        found = os.stat(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return found.st_dev, found.st_ino, found.st_mtime_ns, found.st_ctime_ns
 
 
 def _is_regular_file(path: Path) -> bool:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -26,6 +25,7 @@ from attrs import frozen
 
 from pxepilot.answers.check import ParsedAnswer
 from pxepilot.answers.lines import key_lines
+from pxepilot.answers.recent import Recent
 from pxepilot.answers.rules import apply_rules
 from pxepilot.answers.schema import SCHEMA, Key
 from pxepilot.answers.values import Context, Note, Problem, type_problem
@@ -263,22 +263,26 @@ def lint_range(
     if isinstance(parsed, Finding):
         return [parsed]
     key = (parsed.text, versions, product)
-    known = _recent.get(key)
-    if known is None:
-        known = tuple(_lint_parsed(parsed, versions, product))
-        _recent[key] = known
-        if len(_recent) > _RECENT_CHECKS:
-            _recent.popitem(last=False)
-    else:
-        _recent.move_to_end(key)
-    return list(known)
+    return list(_recent.get(key, lambda _: tuple(_lint_parsed(parsed, versions, product))))
+
+
+CheckKey = tuple[str, VersionRange, str | None]
+
+
+def remembered_checks() -> Recent[CheckKey, tuple[Finding, ...]]:
+    """
+    An empty memory of findings, by the file's text, the versions and the product.
+    """
+    return Recent(_RECENT_CHECKS, _RECENT_TEXT, lambda key: len(key[0]))
 
 
 # The findings depend only on the file's text, the versions and the product, and a wide
 # range is checked at a score of releases, milliseconds of the reactor's time: a rack of
-# installers asking for one default.toml pays for it once, not once each.
-_RECENT_CHECKS = 64
-_recent: OrderedDict[tuple[str, VersionRange, str | None], tuple[Finding, ...]] = OrderedDict()
+# installers asking for one default.toml, or each for its own host file, pays for each
+# file once, not once per request. Bounded in entries and in the text they hold.
+_RECENT_CHECKS = 1024
+_RECENT_TEXT = 16 << 20
+_recent = remembered_checks()
 
 
 def _lint_parsed(

@@ -182,7 +182,10 @@ def text_field(table: dict[str, Any], key: str, limit: int = 128) -> str | None:
     value = table.get(key)
     if not isinstance(value, str) or not value.strip():
         return None
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value.strip()[:limit])
+    text = value.strip()[:limit]
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def json_type(value: object) -> str:

@@ -26,6 +26,7 @@ from pxepilot.answers.files import (
 )
 from pxepilot.answers.identity import FOLDERS, Identity, Rule
 from pxepilot.answers.lint import errors, lint_range
+from pxepilot.answers.recent import Recent
 from pxepilot.answers.template import (
     INVENTORY_NAME,
     TEMPLATE_SUFFIX,
@@ -114,6 +115,11 @@ class Changing:
 
 Resolution = Served | Invalid | NoAnswer | Changing
 
+# Parsed answer files remembered by their bytes: a host file each for a large rack,
+# within a bound on the memory they hold.
+PARSED_FILES = 1024
+PARSED_BYTES = 16 << 20
+
 USELESS_NAME = (
     "the file name is no {rule} of a machine (a firmware placeholder, or not one at all): "
     "it never matches"
@@ -165,8 +171,10 @@ class AnswerService:
 
     A file changed less than C{settle} seconds ago may be half-written: it is read again
     once it has been still that long (waiting at most C{max_wait} seconds in all), so an
-    edit in progress is never served. Nothing is cached: every request sees the
-    directory as it is.
+    edit in progress is never served. Every request sees the directory and the files
+    as they are: each file is read again, and only what follows from its bytes alone
+    (its parsed TOML) is remembered, by those bytes, so that a rack of installers
+    asking for the same files parses each once.
 
     @ivar files: The answers directory.
     @ivar clock: Time, for the settling wait.
@@ -177,6 +185,10 @@ class AnswerService:
     settle: float = 1.0
     max_wait: float = 5.0
     _reported_conflicts: frozenset[str] = field(default=frozenset(), init=False)
+    _last_listing: AnswerListing | None = field(default=None, init=False)
+    _parsed: Recent[bytes, ParsedAnswer | AnswerProblem] = field(
+        factory=lambda: Recent(PARSED_FILES, PARSED_BYTES, len), init=False
+    )
 
     def listing(self) -> AnswerListing:
         """
@@ -185,6 +197,11 @@ class AnswerService:
         @raise AnswersUnavailable: when the directory cannot be read.
         """
         listing = self.files.listing()
+        if listing is self._last_listing:
+            # The same listing as last time, kept by the directory: its conflicts are
+            # those already reported.
+            return listing
+        self._last_listing = listing
         conflicts: list[tuple[HostFile | IdentityFile, ...]] = [
             *listing.conflicts().values(),
             *listing.identity_conflicts().values(),
@@ -238,7 +255,11 @@ class AnswerService:
                 age = now - mtime
                 # A future modification time (clock skew, copied files) is no reason to wait.
                 wait = self.settle - age if 0 <= age < self.settle else 0
-                parsed = read_answer(rendered) if isinstance(rendered, bytes) else rendered
+                parsed = (
+                    self._parsed.get(rendered, read_answer)
+                    if isinstance(rendered, bytes)
+                    else rendered
+                )
                 if wait > 0:
                     # Written less than the settle time ago: maybe half-written (an
                     # empty file is a truncate before the write), whatever it parses as.

@@ -27,6 +27,10 @@ class HostsHealth:
     def check(self) -> ComponentHealth:
         # No path: /health is open to anyone who can reach it.
         details: dict[str, Any] = {"hosts": len(self.ledger.hosts)}
+        # Counted since start, so that saves failing now and then, between successful
+        # ones that clear the error below, are still seen.
+        if self.ledger.not_saved:
+            details["events_not_saved"] = self.ledger.not_saved
         if self.ledger.last_failure is not None:
             details["error"] = f"events cannot be saved: {self.ledger.last_failure}"
             return ComponentHealth("degraded", details)

@@ -16,10 +16,13 @@ import heapq
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from itertools import groupby
 from typing import Any, TypeVar
 
+from attrs import frozen
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
@@ -106,6 +109,56 @@ def run_here(work: Callable[[], T]) -> Deferred[T]:
     return maybeDeferred(work)
 
 
+@frozen
+class _StoreCall:
+    """
+    A call of the store waiting for its turn on the worker thread.
+
+    @ivar save: The event and the host after it, for a save; saves next to each other
+        in the queue are written together.
+    @ivar call: Any other call (a removal, a timeline read), run alone.
+    @ivar done: Fires with the call's result once it ran, or fails with its error.
+    """
+
+    save: tuple[Event, Host] | None
+    call: Callable[[], Any]
+    done: Deferred[Any]
+
+
+Outcome = tuple[bool, Any]
+
+
+def _outcome(call: Callable[[], Any]) -> Outcome:
+    try:
+        return True, call()
+    except Exception as e:
+        return False, e
+
+
+def run_in_turn(store: IHostStore, calls: Sequence[_StoreCall]) -> list[Outcome]:
+    """
+    Run C{calls} in order, on the worker thread: each run of saves next to each other as
+    one L{IHostStore.save_many}, which makes them durable with one write to the disk;
+    each other call alone. Each call's outcome: C{(True, result)} or C{(False, error)}.
+
+    A call's failure is its caller's alone: saves that cannot be made together are made
+    one by one, so that only the events that cannot be saved fail.
+    """
+    outcomes: list[Outcome] = []
+    for saving, run in groupby(calls, key=lambda call: call.save is not None):
+        together = list(run)
+        if not saving:
+            outcomes += [_outcome(call.call) for call in together]
+            continue
+        saves = [call.save for call in together if call.save is not None]
+        at_once = _outcome(partial(store.save_many, saves))
+        if at_once[0] or len(together) == 1:
+            outcomes += [at_once] * len(together)
+        else:
+            outcomes += [_outcome(call.call) for call in together]
+    return outcomes
+
+
 def installed_by_identity(
     hosts: Iterable[Host], uuid: str | None, serial: str | None
 ) -> Host | None:
@@ -136,6 +189,12 @@ class HostLedger(Service):
     L{record} fires once the event is durable, so a caller can acknowledge only what is
     saved. L{stopService} waits for every pending save.
 
+    The store is called in turn, one call at a time on the worker thread. While a call
+    runs, what is recorded waits in a queue, and the saves that gathered there are then
+    made durable together (one commit, one sync of the disk): a save waits at most for
+    the one before it and its own, and when a rack of machines asks at once the disk is
+    synced once per batch rather than once per event.
+
     @ivar hosts: Every host, by MAC address.
     @ivar counts: Events recorded since start, by kind.
     @ivar host_expiry: Seconds after its last event before a host that was only seen
@@ -145,6 +204,8 @@ class HostLedger(Service):
     @ivar forgotten: Hosts forgotten since start, by why: C{expired} or C{ceiling}.
     @ivar not_recorded: Events of new hosts not recorded since start, because the ledger
         was full of hosts it keeps.
+    @ivar not_saved: Events recorded in memory since start that the store failed to
+        save.
     """
 
     def __init__(
@@ -173,11 +234,19 @@ class HostLedger(Service):
             for host in sorted(self.hosts.values(), key=lambda host: host.last_event.at)
             if sighting_only(host)
         )
+        # The installed hosts by their identity, so that install-once finds a machine
+        # with a new network card without looking at every host of a large fleet.
+        self._installed: dict[tuple[str, str], set[MacAddress]] = {}
+        for host in self.hosts.values():
+            self._index(None, host)
         self.counts: Counter[EventKind] = Counter()
         self.forgotten: Counter[str] = Counter({EXPIRED: 0, CEILING: 0})
         self.not_recorded = 0
+        self.not_saved = 0
         self._addresses: dict[str, tuple[MacAddress, float]] = {}
-        self._pending: set[Deferred[Any]] = set()
+        # The store's calls waiting for their turn, and the batch of them running now.
+        self._queue: list[_StoreCall] = []
+        self._running: Deferred[list[Outcome]] | None = None
         # Why the latest save failed; None once one succeeds again.
         self.last_failure: str | None = None
         self._watch = LoopingCall(self._tick)
@@ -196,7 +265,6 @@ class HostLedger(Service):
         super().stopService()
         if self._watch.running:
             self._watch.stop()
-        pending = DeferredList(list(self._pending), consumeErrors=True)
 
         def close(_: object) -> None:
             stop = getattr(self._run, "stop", None)
@@ -204,7 +272,47 @@ class HostLedger(Service):
                 stop()
             self._store.close()
 
-        return pending.addCallback(close)
+        # Calls run in turn: once a last one has had its turn, every save before it has.
+        return self._in_turn(None, lambda: None).addBoth(close)
+
+    # -- the store's calls, in turn
+
+    def _in_turn(self, save: tuple[Event, Host] | None, call: Callable[[], T]) -> Deferred[T]:
+        """
+        Run C{call} of the store after every call before it; L{None} for C{save}, or
+        the event and host C{call} saves, to save it with the others waiting.
+        """
+        waiting = _StoreCall(save, call, Deferred())
+        self._queue.append(waiting)
+        if self._running is None:
+            self._hand_over()
+        return waiting.done
+
+    def _hand_over(self) -> None:
+        """
+        Give the worker thread every call waiting.
+        """
+        calls, self._queue = self._queue, []
+        store = self._store
+        running: Deferred[list[Outcome]] = self._run(lambda: run_in_turn(store, calls))
+        self._running = running
+        running.addBoth(self._ran, calls)
+
+    def _ran(self, outcomes: list[Outcome] | Failure, calls: list[_StoreCall]) -> None:
+        self._running = None
+        if isinstance(outcomes, Failure):
+            # The worker could not run them at all.
+            outcomes = [(False, outcomes)] * len(calls)
+        if self._queue:
+            self._hand_over()
+        for call, (ok, value) in zip(calls, outcomes, strict=True):
+            if call.save is not None:
+                self.last_failure = None if ok else str(getattr(value, "value", value))
+                self.not_saved += not ok
+            if ok:
+                call.done.callback(value)
+            else:
+                call.done.errback(value if isinstance(value, Failure) else Failure(value))
 
     # -- events
 
@@ -235,6 +343,7 @@ class HostLedger(Service):
         event = Event(mac=mac, at=self.now(), kind=kind, summary=summary, detail=detail)
         host = advance(before, event)
         self.hosts[mac] = host
+        self._index(before, host)
         self._sightings.pop(mac, None)
         if sighting_only(host):
             self._sightings[mac] = None
@@ -247,15 +356,8 @@ class HostLedger(Service):
             previous_state=before.state.value if before else None,
             event=kind.value,
         )
-        saved = self._run(lambda: self._store.save(event, host))
-        self._pending.add(saved)
-
-        def done(result: object) -> object:
-            self._pending.discard(saved)
-            self.last_failure = str(result.value) if isinstance(result, Failure) else None
-            return result
-
-        saved.addBoth(done)
+        store = self._store
+        saved = self._in_turn((event, host), lambda: store.save(event, host))
         return saved.addCallback(lambda _: host)
 
     def note(self, mac: MacAddress, kind: EventKind, summary: str, **detail: Any) -> None:
@@ -303,7 +405,7 @@ class HostLedger(Service):
 
     def _forget(self, macs: Sequence[MacAddress], reason: str) -> None:
         for mac in macs:
-            del self.hosts[mac]
+            self._index(self.hosts.pop(mac), None)
             del self._sightings[mac]
         self.forgotten[reason] += len(macs)
         self._remove(macs).addErrback(
@@ -325,15 +427,7 @@ class HostLedger(Service):
 
         # In line with the saves: an event of the same MAC recorded after this is saved
         # after the removal, as the start of a new host.
-        removed: Deferred[None] = self._run(remove)
-        self._pending.add(removed)
-
-        def done(result: object) -> object:
-            self._pending.discard(removed)
-            return result
-
-        removed.addBoth(done)
-        return removed
+        return self._in_turn(None, remove)
 
     def forget(self, mac: MacAddress) -> Deferred[Host]:
         """
@@ -348,6 +442,7 @@ class HostLedger(Service):
         host = self.hosts.pop(mac, None)
         if host is None:
             return fail(KeyError(str(mac)))
+        self._index(host, None)
         self._sightings.pop(mac, None)
         return self._remove([mac]).addCallback(lambda _: host)
 
@@ -402,7 +497,30 @@ class HostLedger(Service):
         The installed host that reported this system UUID, else this serial number (the
         most recently active one if several did); placeholders match nothing.
         """
-        return installed_by_identity(self.hosts.values(), uuid, serial)
+        for kind, key in (("uuid", uuid_key(uuid)), ("serial", serial_key(serial))):
+            macs = self._installed.get((kind, key)) if key is not None else None
+            if macs:
+                return installed_by_identity([self.hosts[mac] for mac in macs], uuid, serial)
+        return None
+
+    def _index(self, before: Host | None, after: Host | None) -> None:
+        """
+        Keep L{_installed} up to date as a host changes from C{before} to C{after}
+        (L{None}: not in the ledger).
+        """
+        for host, keep in ((before, False), (after, True)):
+            if host is None or not host.installed:
+                continue
+            for kind, key in (("uuid", uuid_key(host.uuid)), ("serial", serial_key(host.serial))):
+                if key is None:
+                    continue
+                macs = self._installed.setdefault((kind, key), set())
+                if keep:
+                    macs.add(host.mac)
+                else:
+                    macs.discard(host.mac)
+                    if not macs:
+                        del self._installed[(kind, key)]
 
     def find(self, text: str) -> list[Host]:
         """
@@ -452,7 +570,9 @@ class HostLedger(Service):
     def timeline(self, mac: MacAddress, limit: int = 100) -> Deferred[list[Event]]:
         if mac not in self.hosts:
             return succeed([])
-        return self._run(lambda: self._store.timeline(mac, limit))
+        # In turn: the timeline holds every event recorded before it was asked for.
+        store = self._store
+        return self._in_turn(None, lambda: store.timeline(mac, limit))
 
     def page(self, after: MacAddress | None, limit: int) -> tuple[list[Host], MacAddress | None]:
         """

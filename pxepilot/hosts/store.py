@@ -47,6 +47,13 @@ class IHostStore(Interface):
         both or neither. Returns when they are durable.
         """
 
+    def save_many(saves: Sequence[tuple[Event, Host]]) -> None:
+        """
+        L{save} each pair, in order, at once: all of them or none, durable when it
+        returns. The ledger saves what arrived while the disk was busy this way, so
+        that one write to the disk makes many events durable.
+        """
+
     def remove(mac: MacAddress) -> None:
         """
         Forget a host and its timeline; a host it does not hold is no error.
@@ -169,28 +176,36 @@ class SQLiteHostStore:
         return [Host.from_json(json.loads(record)) for (record,) in rows]
 
     def save(self, event: Event, host: Host) -> None:
-        mac = str(event.mac)
+        self.save_many([(event, host)])
+
+    def save_many(self, saves: Sequence[tuple[Event, Host]]) -> None:
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.execute(
-                "INSERT INTO events (mac, at, kind, record) VALUES (?, ?, ?, ?)",
-                (mac, event.at, event.kind.value, json.dumps(event.as_json())),
-            )
-            self._db.execute(
-                "INSERT INTO hosts (mac, state, since, record) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (mac) DO UPDATE SET"
-                " state = excluded.state, since = excluded.since, record = excluded.record",
-                (str(host.mac), host.state.value, host.since, json.dumps(host.as_json())),
-            )
-            self._db.execute(
-                "DELETE FROM events WHERE mac = ? AND id <= ("
-                " SELECT id FROM events WHERE mac = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                (mac, mac, MAX_EVENTS_PER_HOST),
-            )
+            for event, host in saves:
+                self._insert(event, host)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        # One commit, one sync of the log to the disk, for all of them.
         self._db.execute("COMMIT")
+
+    def _insert(self, event: Event, host: Host) -> None:
+        mac = str(event.mac)
+        self._db.execute(
+            "INSERT INTO events (mac, at, kind, record) VALUES (?, ?, ?, ?)",
+            (mac, event.at, event.kind.value, json.dumps(event.as_json())),
+        )
+        self._db.execute(
+            "INSERT INTO hosts (mac, state, since, record) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (mac) DO UPDATE SET"
+            " state = excluded.state, since = excluded.since, record = excluded.record",
+            (str(host.mac), host.state.value, host.since, json.dumps(host.as_json())),
+        )
+        self._db.execute(
+            "DELETE FROM events WHERE mac = ? AND id <= ("
+            " SELECT id FROM events WHERE mac = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (mac, mac, MAX_EVENTS_PER_HOST),
+        )
 
     def remove(self, mac: MacAddress) -> None:
         self._db.execute("BEGIN IMMEDIATE")

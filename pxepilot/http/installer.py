@@ -255,8 +255,13 @@ class InstallerRoutes:
         )
 
     async def _deliver(self, event: AnswerServed | AnswerRefused, mac: MacAddress) -> None:
-        # The answer goes out even when its event cannot be saved: the installation
-        # matters more than its timeline.
+        # The response waits until the event is durable: a machine told what to install
+        # must still be known as installing after a crash or restart (its timeline, the
+        # install timeout), and the wait stays short when a rack asks at once, because
+        # the ledger makes everything recorded while the disk was busy durable in one
+        # commit. The answer goes out even when its event cannot be saved (the
+        # installation matters more than its timeline); the failure is logged, counted
+        # and turns the hosts health degraded (pxepilot.hosts.health).
         try:
             await self.events.deliver(event)
         except Exception:

@@ -5,8 +5,6 @@ checker's work sees its own calls, whatever ran before it.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import pytest
 
 import pxepilot.answers.lint as lint_module
@@ -14,4 +12,4 @@ import pxepilot.answers.lint as lint_module
 
 @pytest.fixture(autouse=True)
 def no_remembered_findings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lint_module, "_recent", OrderedDict())
+    monkeypatch.setattr(lint_module, "_recent", lint_module.remembered_checks())

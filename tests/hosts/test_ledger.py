@@ -6,7 +6,7 @@ installations fail on the clock, and stopping waits for every save.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import reduce
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,13 @@ class MemoryStore:
         self.log.append(f"save {event.kind.value}")
         self.events.setdefault(event.mac, []).append(event)
         self.hosts[host.mac] = host
+
+    def save_many(self, saves: Sequence[tuple[Event, Host]]) -> None:
+        if self.failing:
+            raise DiskFull("no space left on device")
+        self.log.append(f"save {len(saves)} at once")
+        for event, host in saves:
+            self.save(event, host)
 
     def remove(self, mac: MacAddress) -> None:
         self.hosts.pop(mac, None)
@@ -208,7 +215,6 @@ def test_stop_waits_for_pending_saves_then_closes() -> None:
     stopped = ledger.stopService()
     assert not ledger.running
     assert not has_result(stopped)
-    run.run_next()
     store.failing = True
     run.run_next()
     assert not has_result(stopped)
@@ -216,8 +222,10 @@ def test_stop_waits_for_pending_saves_then_closes() -> None:
     store.failing = False
     run.run_next()
     assert result_of(stopped) is None
-    assert log == ["load", "start", "save tftp", "save script", "stop", "close"]
-    assert result_of(saved).mac == A
+    assert log == ["load", "start", "save 2 at once", "save tftp", "save script", "stop", "close"]
+    with pytest.raises(DiskFull):
+        result_of(saved)
+    assert ledger.not_saved == 1
 
 
 def test_stop_with_nothing_pending_closes_at_once() -> None:
@@ -541,16 +549,17 @@ class ThreadNotingStore(SQLiteHostStore):
         super().__init__(path)
         self.threads: list[int] = []
 
-    def save(self, event: Event, host: Host) -> None:
+    def save_many(self, saves: Sequence[tuple[Event, Host]]) -> None:
         self.threads.append(threading.get_ident())
-        super().save(event, host)
+        super().save_many(saves)
 
 
 @pytest_twisted.ensureDeferred
 async def test_saves_run_in_order_on_the_worker_thread(tmp_path: Path) -> None:
     """
     With a L{WorkerThread}, saves run off the reactor thread, one thread for all, in the
-    order they were recorded; stopping waits for them and closes the database.
+    order they were recorded, those that waited for the first together; stopping waits
+    for them and closes the database.
     """
     from twisted.internet import reactor
 
@@ -567,6 +576,7 @@ async def test_saves_run_in_order_on_the_worker_thread(tmp_path: Path) -> None:
     assert [each.last_event.detail["n"] for each in hosts] == list(range(20))
     assert len(set(store.threads)) == 1
     assert store.threads[0] != threading.get_ident()
+    assert len(store.threads) == 2
 
     reopened = SQLiteHostStore(path)
     try:

@@ -228,6 +228,46 @@ def test_a_failed_save_saves_nothing(store: SQLiteHostStore) -> None:
     assert store.load() == [after]
 
 
+def test_saves_made_together_are_kept_in_order(store: SQLiteHostStore, path: Path) -> None:
+    """
+    L{SQLiteHostStore.save_many} keeps each event on its host's timeline in the order
+    given, and each host as after its last event, as one save after another would.
+    """
+    history = [event(A, 1.0), event(B, 2.0), event(A, 3.0, EventKind.SCRIPT)]
+    hosts: dict[MacAddress, Host] = {}
+    saves = []
+    for each in history:
+        hosts[each.mac] = advance(hosts.get(each.mac), each)
+        saves.append((each, hosts[each.mac]))
+    store.save_many(saves)
+    assert store.timeline(A, 100) == [history[0], history[2]]
+    assert store.timeline(B, 100) == [history[1]]
+    reopened = SQLiteHostStore(path)
+    try:
+        assert sorted(reopened.load(), key=lambda h: str(h.mac)) == [hosts[A], hosts[B]]
+    finally:
+        reopened.close()
+
+
+def test_saves_made_together_are_all_or_none(store: SQLiteHostStore) -> None:
+    """
+    When one of the saves made together fails, none of them is kept, and the store
+    stays usable.
+    """
+    hosts = save_all(store, [event(A, 1.0)])
+    second, third = event(B, 2.0), event(A, 3.0)
+    unsavable = attrs.evolve(
+        advance(hosts[A], third), installation=Installation(disks=({"size": object()},))
+    )
+    with pytest.raises(TypeError):
+        store.save_many([(second, advance(None, second)), (third, unsavable)])
+    assert store.timeline(B, 100) == []
+    assert store.timeline(A, 100) == [event(A, 1.0)]
+    assert store.load() == [hosts[A]]
+    store.save_many([])
+    assert store.load() == [hosts[A]]
+
+
 def test_migration_to_a_new_version_keeps_the_data(path: Path) -> None:
     """
     A database made at version 1 and opened by a pxe-pilot that knows version 2 is
