@@ -645,6 +645,18 @@ def kea_server(
         run("ip", "netns", "del", KEA_NETNS, check=False)
 
 
+def host_answers(directory: Path, answers: Mapping[str, str]) -> Path:
+    """
+    C{directory}/answers with a host file for each MAC of C{answers} (the file's text by
+    MAC address); the C{hosts} folder.
+    """
+    hosts = directory / "answers" / "hosts"
+    hosts.mkdir(parents=True)
+    for mac, answer in answers.items():
+        (hosts / f"{mac.replace(':', '-')}.toml").write_text(answer)
+    return hosts
+
+
 def pxe_pilot_command(*args: str) -> subprocess.CompletedProcess[str]:
     """
     The operator's C{pxe-pilot} command, run in the lab against its pxe-pilot.

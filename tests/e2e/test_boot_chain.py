@@ -79,10 +79,9 @@ def pxe_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     lab.synthetic_iso(iso)
     assets = directory / "assets"
     assets.mkdir()
-    hosts = directory / "answers" / "hosts"
-    hosts.mkdir(parents=True)
-    for guest in (BIOS, UEFI, UEFI_SNPONLY, REPORTING):
-        (hosts / f"{guest.mac.replace(':', '-')}.toml").write_text(guest.answer)
+    lab.host_answers(
+        directory, {guest.mac: guest.answer for guest in (BIOS, UEFI, UEFI_SNPONLY, REPORTING)}
+    )
     with lab.network():
         dhcp = lab.dnsmasq(directory, snponly=(UEFI_SNPONLY.mac,))
         try:

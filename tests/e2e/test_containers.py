@@ -282,10 +282,7 @@ def container_lab(
     names = Names(directory, f"pxe-pilot-test-{os.getpid()}", f"pxe-state-test-{os.getpid()}")
     iso = own_iso(directory)
     iso_digest = hashlib.sha256(iso.read_bytes()).hexdigest()
-    hosts = directory / "answers" / "hosts"
-    hosts.mkdir(parents=True)
-    for guest in (BOOTING, ASKING):
-        (hosts / f"{guest.mac.replace(':', '-')}.toml").write_text(guest.answer)
+    lab.host_answers(directory, {guest.mac: guest.answer for guest in (BOOTING, ASKING)})
     # The page's preparation: the assets directory belongs to the images' user.
     subprocess.run(names.localised(documented("install -d")), check=True)
     started = time.monotonic()

@@ -50,10 +50,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     iso = directory / "proxmox-ve.iso"
     lab.synthetic_iso(iso)
     assets = lab.built_assets(iso, directory / "assets")
-    hosts = directory / "answers" / "hosts"
-    hosts.mkdir(parents=True)
-    for guest in (PROXY, SERVER, KEA):
-        (hosts / f"{guest.mac.replace(':', '-')}.toml").write_text(guest.answer)
+    lab.host_answers(directory, {guest.mac: guest.answer for guest in (PROXY, SERVER, KEA)})
     return Built(directory, assets, directory / "answers")
 
 

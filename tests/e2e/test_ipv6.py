@@ -89,10 +89,9 @@ def ipv6_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IPv6Lab]:
     iso = directory / "proxmox-ve.iso"
     lab.synthetic_iso(iso)
     assets = lab.built_assets(iso, directory / "assets", ANSWER_URL)
-    hosts = directory / "answers" / "hosts"
-    hosts.mkdir(parents=True)
-    for each in (DOCUMENTED, UNGUARDED, KEA):
-        (hosts / f"{each.mac.replace(':', '-')}.toml").write_text(answer_of(each))
+    lab.host_answers(
+        directory, {each.mac: answer_of(each) for each in (DOCUMENTED, UNGUARDED, KEA)}
+    )
     with lab.network(f"{lab.IPV6_ADDRESS}/64"):
         pilot = lab.pxe_pilot(
             directory, directory / "answers", assets, "--interface", lab.IPV6_ADDRESS

@@ -36,10 +36,7 @@ def proxy_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyLab]:
     iso = directory / "proxmox-ve.iso"
     lab.synthetic_iso(iso)
     assets = lab.built_assets(iso, directory / "assets")
-    hosts = directory / "answers" / "hosts"
-    hosts.mkdir(parents=True)
-    for guest in (BIOS, UEFI):
-        (hosts / f"{guest.mac.replace(':', '-')}.toml").write_text(guest.answer)
+    lab.host_answers(directory, {guest.mac: guest.answer for guest in (BIOS, UEFI)})
     with lab.network(), lab.other_dhcp_server(directory) as dhcp:
         pilot = lab.pxe_pilot(directory, directory / "answers", assets, "--proxy-dhcp")
         try:

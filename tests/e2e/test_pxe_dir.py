@@ -36,10 +36,9 @@ def pxe_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     assets = directory / "assets"
     iso = prepare_iso_pxe(assets / DIRECTORY, files, lab.ANSWER_URL)
     assert iso.name == ISO
-    hosts = directory / "answers" / "hosts"
-    hosts.mkdir(parents=True)
-    for guest in (BIOS, UEFI, IMPORTED):
-        (hosts / f"{guest.mac.replace(':', '-')}.toml").write_text(guest.answer)
+    hosts = lab.host_answers(
+        directory, {guest.mac: guest.answer for guest in (BIOS, UEFI, IMPORTED)}
+    )
     (hosts / f"{IMPORTED.mac.replace(':', '-')}.boot.toml").write_text(
         'default = "proxmox-ve/9.1-1"\n'
     )

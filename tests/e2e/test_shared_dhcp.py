@@ -150,10 +150,7 @@ def shared_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedLab]:
     iso = directory / "proxmox-ve.iso"
     lab.synthetic_iso(iso)
     assets = lab.built_assets(iso, directory / "assets")
-    hosts = directory / "answers" / "hosts"
-    hosts.mkdir(parents=True)
-    for guest in (BIOS, UEFI):
-        (hosts / f"{guest.mac.replace(':', '-')}.toml").write_text(guest.answer)
+    lab.host_answers(directory, {guest.mac: guest.answer for guest in (BIOS, UEFI)})
     config = directory / "dnsmasq-dhcp.conf"
     config.write_text(recipes.localize(recipes.text_of("shared-host-dhcp")))
     with lab.network():
