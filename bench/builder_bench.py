@@ -1,10 +1,16 @@
 """
 The builder benchmark: pxe-pilot-builder against a plain curl download of the same URL
-and against the original approach (download, prepare the ISO with xorriso, unpack the
-initrd, add the ISO, repack with zstd -19), in one run, from a synthetic Proxmox-like
-ISO served by nginx on loopback. Prints wall times, peak memory and ratios.
+(and the same download synced to disk, as the builder syncs its assets before
+publishing them) and against the original approach (download, prepare the ISO with
+xorriso, unpack the initrd, add the ISO, repack with zstd -19), in one run, from a
+synthetic Proxmox-like ISO served by nginx on loopback. Prints wall times, CPU times,
+peak memory and ratios.
 
     .venv/bin/python bench/builder_bench.py [--size-mb 1500] [--reps 3] [--skip-original]
+        [--other-builder DIR]
+
+C{--other-builder} also times the builder of another source tree (e.g. one unpacked with
+C{git archive}), run with this virtualenv's Python, for a before/after in the same run.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import argparse
 import gzip
 import hashlib
 import os
+import random
 import re
 import shutil
 import statistics
@@ -107,20 +114,46 @@ def nginx(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
     return process, f"http://127.0.0.1:{port}/proxmox-ve_9.1-1.iso"
 
 
-def timed(command: list[str], cwd: Path | None = None, shell: bool = False) -> tuple[float, int]:
+Run = tuple[float, float, int]
+
+
+def timed(
+    command: list[str],
+    cwd: Path | None = None,
+    shell: bool = False,
+    env: dict[str, str] | None = None,
+) -> Run:
     """
-    Wall seconds and peak RSS (KB, from /usr/bin/time) of a command.
+    Wall seconds, CPU seconds (user and system) and peak RSS (KB, from /usr/bin/time)
+    of a command.
     """
     with tempfile.NamedTemporaryFile() as report:
-        wrapped = ["/usr/bin/time", "-f", "%M", "-o", report.name]
+        wrapped = ["/usr/bin/time", "-f", "%U %S %M", "-o", report.name]
         wrapped += ["bash", "-c", command[0]] if shell else command
         start = time.monotonic()
         subprocess.run(
-            wrapped, check=True, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            wrapped,
+            check=True,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         seconds = time.monotonic() - start
-        peak = int(re.findall(r"\d+", Path(report.name).read_text())[-1])
-    return seconds, peak
+        user, system, peak = re.findall(r"[\d.]+", Path(report.name).read_text())[-3:]
+    return seconds, float(user) + float(system), int(peak)
+
+
+def builder_command(iso: list[str], output: str, source: Path | None) -> list[str]:
+    """
+    A build from C{iso} (C{--iso-url URL} or C{--iso PATH}), with this tree's builder or
+    the one in C{source}.
+    """
+    arguments = [*iso, "--answer-url", "http://192.0.2.10:8080/answer", "--output", output]
+    if source is None:
+        return [str(BUILDER), *arguments]
+    run = "import sys; from builder.cli import main; sys.argv[0] = 'pxe-pilot-builder'; main()"
+    return [sys.executable, "-c", run, *arguments]
 
 
 def original(url: str, scratch: Path) -> str:
@@ -143,6 +176,10 @@ def main() -> int:
     options.add_argument("--size-mb", type=int, default=1500)
     options.add_argument("--reps", type=int, default=3)
     options.add_argument("--skip-original", action="store_true")
+    options.add_argument("--other-builder", type=Path, metavar="DIR")
+    options.add_argument(
+        "--local", action="store_true", help="also build from the ISO file, against cp"
+    )
     args = options.parse_args()
     for tool in ["nginx", "curl", "xorriso", "zstd", "cpio"]:
         if shutil.which(tool) is None:
@@ -150,27 +187,42 @@ def main() -> int:
             return 1
     source = make_source(args.size_mb)
     server, url = nginx(source)
-    rows: dict[str, list[tuple[float, int]]] = {"curl": [], "builder": [], "original": []}
+    other = f"builder ({args.other_builder})" if args.other_builder else None
+    iso = source / "proxmox-ve_9.1-1.iso"
+    environment = dict(os.environ, PYTHONPATH=str(args.other_builder))
+    # Each approach: its name, its command, whether it is a shell line, its environment.
+    approaches: list[tuple[str, list[str], bool, dict[str, str] | None]] = [
+        ("curl", ["curl", "-s", "-o", "SCRATCH/x.iso", url], False, None),
+        ("curl + sync", [f"curl -s -o SCRATCH/x.iso {url} && sync SCRATCH/x.iso"], True, None),
+        ("builder", builder_command(["--iso-url", url], "SCRATCH", None), False, None),
+    ]
+    if other is not None:
+        command = builder_command(["--iso-url", url], "SCRATCH", args.other_builder)
+        approaches.append((other, command, False, environment))
+    if args.local:
+        approaches += [
+            ("cp + sync", [f"cp {iso} SCRATCH/x.iso && sync SCRATCH/x.iso"], True, None),
+            ("builder --iso", builder_command(["--iso", str(iso)], "SCRATCH", None), False, None),
+        ]
+        if other is not None:
+            command = builder_command(["--iso", str(iso)], "SCRATCH", args.other_builder)
+            approaches.append((f"{other} --iso", command, False, environment))
+
+    rows: dict[str, list[Run]] = {name: [] for name, *_ in approaches}
+    rows["original"] = []
     try:
-        for _ in range(args.reps):
-            with tempfile.TemporaryDirectory(dir=WORK) as scratch:
-                rows["curl"].append(timed(["curl", "-s", "-o", f"{scratch}/x.iso", url]))
-            subprocess.run(["sync"], check=True)
-            with tempfile.TemporaryDirectory(dir=WORK) as scratch:
-                rows["builder"].append(
-                    timed(
-                        [
-                            str(BUILDER),
-                            "--iso-url",
-                            url,
-                            "--answer-url",
-                            "http://192.0.2.10:8080/answer",
-                            "--output",
-                            scratch,
-                        ]
-                    )
-                )
-            subprocess.run(["sync"], check=True)
+        for rep in range(args.reps):
+            # A different order in each round: on a shared machine (a virtual one
+            # especially), whatever ran just before (its write-back, the page cache it
+            # freed) weighs on the next run.
+            order = list(approaches)
+            random.Random(rep).shuffle(order)  # noqa: S311 (an order, not a secret)
+            for name, command, shell, env in order:
+                with tempfile.TemporaryDirectory(dir=WORK) as scratch:
+                    line = [part.replace("SCRATCH", scratch) for part in command]
+                    rows[name].append(timed(line, shell=shell, env=env))
+                # Nothing of one run's write-back may slow the next.
+                subprocess.run(["sync"], check=True)
         if not args.skip_original:
             with tempfile.TemporaryDirectory(dir=WORK) as scratch:
                 rows["original"].append(timed([original(url, Path(scratch))], shell=True))
@@ -178,8 +230,8 @@ def main() -> int:
         server.terminate()
         server.wait()
     print(f"\n{args.size_mb} MB ISO over loopback HTTP, median of {args.reps}:\n")
-    print("| approach | wall s (median) | all runs | peak RSS MB |")
-    print("|---|---|---|---|")
+    print("| approach | wall s (median) | all runs | CPU s (median) | peak RSS MB |")
+    print("|---|---|---|---|---|")
     medians = {}
     for name, runs in rows.items():
         if not runs:
@@ -187,11 +239,20 @@ def main() -> int:
         medians[name] = statistics.median(r[0] for r in runs)
         print(
             f"| {name} | {medians[name]:.2f} | {' '.join(f'{r[0]:.2f}' for r in runs)} | "
-            f"{max(r[1] for r in runs) / 1024:.0f} |"
+            f"{statistics.median(r[1] for r in runs):.2f} | {max(r[2] for r in runs) / 1024:.0f} |"
         )
-    builder_peak = max(r[1] for r in rows["builder"]) / 1024
+    builder_peak = max(r[2] for r in rows["builder"]) / 1024
     ratio = medians["builder"] / medians["curl"]
     print(f"\nbuilder / curl download: {ratio:.2f} (target at most 1.3)")
+    print(f"builder / curl download and sync: {medians['builder'] / medians['curl + sync']:.2f}")
+    if other is not None:
+        print(f"{other} / curl download: {medians[other] / medians['curl']:.2f}")
+        print(f"builder / {other}: {medians['builder'] / medians[other]:.2f}")
+    if args.local:
+        print(f"builder --iso / cp + sync: {medians['builder --iso'] / medians['cp + sync']:.2f}")
+        if other is not None:
+            ratio_local = medians["builder --iso"] / medians[f"{other} --iso"]
+            print(f"builder --iso / {other} --iso: {ratio_local:.2f}")
     if "original" in medians:
         print(f"builder / original approach: {medians['builder'] / medians['original']:.3f}")
     print(f"builder peak memory: {builder_peak:.0f} MB (target under 150)")

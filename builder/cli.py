@@ -472,7 +472,7 @@ class _Build:
         return result, verification
 
     async def _finish(self, pipeline: Pipeline) -> BuildResult:
-        self.progress.step("hashing the assets")
+        self.progress.step("syncing the assets to disk")
         if self.threaded:
             result: BuildResult = await threads.deferToThread(pipeline.finish)
             return result

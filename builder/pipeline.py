@@ -6,26 +6,36 @@ Until the directory tree has arrived (the first megabytes of a Proxmox ISO) the 
 are kept in a spill file; then the prepared image is planned (L{builder.iso9660}), the
 spilled bytes are placed, and every later chunk is written where it belongs as it
 arrives: into the prepared ISO (inside the combined initrd, or as C{proxmox.iso}), and,
-when it falls in the kernel's or the initrd's extent, into those files too. The SHA-256
-of the source is taken on the way; the SHA-256 of each output file is taken by reading
-it back behind the writer. Nothing is read whole into memory, and nothing is copied
-after the last byte has arrived but the small parts written at the end.
+when it falls in the kernel's or the initrd's extent, into those files too.
 
-With C{threaded=True} the hashing and writing run in worker threads (hashlib and file
-I/O release the GIL), so that a download, its hash and its writes proceed in parallel.
+Both SHA-256 are taken from the bytes in memory: the source's as they arrive, each
+output file's as they are written (L{InOrderDigest}). Only what is written ahead of a
+file's order is read back: in the combined initrd, which starts with the original
+initrd, the image bytes that arrive before the initrd's extent is complete (the first
+tens of megabytes of a Proxmox ISO, whose boot files come first); the bytes kept aside
+until the plan; and the small parts written at the plan. Nothing is read whole into
+memory, and nothing is copied after the last byte has arrived.
+
+With C{threaded=True} the writing, the source's hash and the outputs' hashes run in
+three worker threads, fed in order through bounded queues (hashlib and file I/O
+release the GIL), so that a download, its hashes and its writes use both cores. The
+writer also asks the kernel to start writing the finished bytes to the disk as it
+goes, so that the sync before publishing has little left to wait for.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from attrs import define, field, frozen
+from attrs import define, frozen
 
 from builder import cpio
 from builder.cdinfo import ProductInfo, product_info
@@ -47,10 +57,16 @@ CAPABLE = "/auto-installer-capable"
 MODE_FILE = "auto-installer-mode.toml"
 ISO_MEMBER = "proxmox.iso"
 
-# Queued but not yet written or hashed, in bytes: the bound on the pipeline's memory.
+# Queued but not yet written or hashed, in bytes, counted once per queue: the bound on
+# the pipeline's memory.
 MAX_QUEUED = 32 << 20
 READ_BACK = 4 << 20
-FLUSH_EVERY = 256 << 20
+# How much is written between two requests to the kernel to start writing it out.
+WRITEBACK_EVERY = 32 << 20
+# The reactor hands the workers batches of about this many bytes.
+BATCH = 1 << 20
+
+Buffer = bytes | bytearray | memoryview
 
 
 class BuildError(Exception):
@@ -89,30 +105,108 @@ class BuildResult:
     layout: str
 
 
-@frozen
-class _Piece:
+class InOrderDigest:
     """
-    A part of an output file: static bytes, or a range of the prepared image.
+    The SHA-256 of a file that is written in parts, mostly in order, taken from the
+    parts as they are written.
+
+    A part that continues the hashed prefix is hashed from memory; a part written ahead
+    of it, or given without its bytes, is noted and read back from the file once
+    everything before it has been hashed. Each byte must be reported once, after it has
+    been written.
     """
 
-    length: int
-    data: bytes | None = None
-    image_offset: int = 0
+    def __init__(self, name: str, fd: int) -> None:
+        self.name = name
+        self._fd = fd
+        self._hash = hashlib.sha256()
+        # Bytes hashed: the file's first C{position} bytes.
+        self.position = 0
+        # Bytes read back from the file rather than hashed from memory.
+        self.read_back = 0
+        # Parts written ahead of the position, start -> end; the last one noted is
+        # extended when the next part follows it.
+        self._ahead: dict[int, int] = {}
+        self._last_ahead = -1
+
+    def wrote(self, offset: int, length: int, data: list[Buffer] | None = None) -> None:
+        """
+        Bytes C{offset} to C{offset + length} are written (they are C{data}, if given).
+        """
+        if length == 0:
+            return
+        if data is not None and offset == self.position:
+            for part in data:
+                self._hash.update(part)
+            self.position += length
+        elif self._ahead.get(self._last_ahead) == offset:
+            self._ahead[self._last_ahead] = offset + length
+        else:
+            self._ahead[offset] = offset + length
+            self._last_ahead = offset
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        while self.position in self._ahead:
+            end = self._ahead.pop(self.position)
+            while self.position < end:
+                data = os.pread(self._fd, min(READ_BACK, end - self.position), self.position)
+                if not data:
+                    raise BuildError(f"{self.name} is shorter than it should be")
+                self._hash.update(data)
+                self.position += len(data)
+                self.read_back += len(data)
+
+    def hexdigest(self, size: int) -> str:
+        """
+        The digest, once all C{size} bytes have been reported.
+        """
+        self._catch_up()
+        if self.position != size or self._ahead:
+            raise BuildError(f"{self.name} is incomplete: {self.position} of {size} bytes")
+        return self._hash.hexdigest()
+
+
+def _writeback_starter() -> Callable[[int], None]:
+    """
+    C{sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)}: start writing a file's dirty
+    pages to the disk without waiting for them (Python's C{os} has no such call). Where
+    the C library lacks it, nothing: the sync at the end then does all the work.
+    """
+    try:
+        call: Any = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return lambda fd: None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    sync_file_range_write = 2
+
+    def start(fd: int) -> None:
+        # Advice only: a failure here shows again, and is reported, at the sync.
+        call(fd, 0, 0, sync_file_range_write)
+
+    return start
+
+
+start_writeback = _writeback_starter()
 
 
 @define
 class _Output:
     """
-    An output file being written, with the order of its parts for hashing.
+    An output file being written.
     """
 
     name: str
     fd: int
-    pieces: list[_Piece] = field(factory=list)
+    size: int
+    digest: InOrderDigest
 
-    @property
-    def size(self) -> int:
-        return sum(p.length for p in self.pieces)
+
+# A worker's item: the bytes it accounts for in the bound, and what it works on.
+_Item = tuple[int, Any]
+# A part of an output file just written, for its digest: where, how long, the bytes.
+_Written = tuple[InOrderDigest, int, int, list[Buffer] | None]
 
 
 def _skip(chunks: list[bytes], count: int) -> list[bytes | memoryview]:
@@ -137,7 +231,7 @@ class Pipeline:
     @param layout: C{combined} (one initrd holding the ISO) or C{named}.
     @param mode_file: The content of C{/auto-installer-mode.toml} to add.
     @param source_size: The ISO's size, if known in advance (Content-Length).
-    @param threaded: Hash and write in worker threads.
+    @param threaded: Write and hash in worker threads.
     @param now: The time stamped on the new file, for reproducible tests.
     """
 
@@ -171,36 +265,31 @@ class Pipeline:
         # The ISO's identity, as soon as its /.cd-info has arrived.
         self.product: ProductInfo | None = None
         self._cd_info: tuple[str, int, int] | None = None
+        # Parts written by the current batch, for the outputs' digests.
+        self._written: list[_Written] = []
+        self._unflushed = 0
+        self._closed = False
         self._threaded = threaded
         self._queued = 0
         self._lock = threading.Condition()
         self._room_waiters: list[Callable[[], None]] = []
-        # Output hashes, taken by a thread that follows the writer (threaded mode).
-        self._hasher: threading.Thread | None = None
-        self._digests: dict[str, str] = {}
-        self._hash_error: BaseException | None = None
-        self._ended = False
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._workers: list[threading.Thread] = []
         if threaded:
-            self._write_queue: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
-            self._hash_queue: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
+            self._write_queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+            self._hash_queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+            self._digest_queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
             self._workers = [
-                threading.Thread(
-                    target=self._work,
-                    args=(self._write_queue, self._write),
-                    name="builder-write",
-                    daemon=True,
-                ),
-                threading.Thread(
-                    target=self._work,
-                    args=(self._hash_queue, self._hash_chunks),
-                    name="builder-hash",
-                    daemon=True,
-                ),
+                threading.Thread(target=self._work, args=(q, handle), name=name, daemon=True)
+                for q, handle, name in (
+                    (self._write_queue, self._write_batch, "builder-write"),
+                    (self._hash_queue, self._hash_chunks, "builder-hash-source"),
+                    (self._digest_queue, self._digest_written, "builder-hash-outputs"),
+                )
             ]
             for worker in self._workers:
                 worker.start()
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
 
     # --- feeding (the caller's thread)
 
@@ -218,7 +307,7 @@ class Pipeline:
             return
         self._pending.append(data)
         self._pending_bytes += len(data)
-        if self._pending_bytes >= 1 << 20:
+        if self._pending_bytes >= BATCH:
             self._flush_pending()
 
     def _flush_pending(self) -> None:
@@ -228,8 +317,8 @@ class Pipeline:
         self._pending, self._pending_bytes = [], 0
         with self._lock:
             self._queued += 2 * size
-        self._write_queue.put(chunks)
-        self._hash_queue.put(chunks)
+        self._write_queue.put((size, chunks))
+        self._hash_queue.put((size, chunks))
 
     def has_room(self) -> bool:
         """
@@ -258,21 +347,19 @@ class Pipeline:
             self._lock.wait_for(lambda: self._queued < MAX_QUEUED or self._error is not None)
         self._raise_failure()
 
-    def _work(
-        self, items: queue.SimpleQueue[list[bytes] | None], handle: Callable[[list[bytes]], None]
-    ) -> None:
+    def _work(self, items: queue.SimpleQueue[_Item | None], handle: Callable[[Any], None]) -> None:
         while True:
-            chunks = items.get()
-            if chunks is None:
+            item = items.get()
+            if item is None:
                 return
+            size, work = item
             try:
                 if self._error is None:
-                    handle(chunks)
+                    handle(work)
             except BaseException as e:  # reported to the feeding thread
                 with self._lock:
                     if self._error is None:
                         self._error = e
-            size = sum(len(c) for c in chunks)
             with self._lock:
                 self._queued -= size
                 waiters: list[Callable[[], None]] = []
@@ -293,14 +380,41 @@ class Pipeline:
     def _drain(self) -> None:
         if self._threaded:
             self._flush_pending()
-            for q in (self._write_queue, self._hash_queue):
+            # The writer first: it feeds the outputs' digests.
+            self._write_queue.put(None)
+            self._workers[0].join()
+            for q in (self._hash_queue, self._digest_queue):
                 q.put(None)
-            for worker in self._workers:
+            for worker in self._workers[1:]:
                 worker.join()
             self._threaded = False
         self._raise_failure()
 
     # --- writing (the writer's thread)
+
+    def _write_batch(self, chunks: list[bytes]) -> None:
+        """
+        Write a batch, then pass what was written on to the outputs' digests.
+        """
+        try:
+            self._write(chunks)
+        finally:
+            written, self._written = self._written, []
+            if written:
+                size = sum(length for _digest, _offset, length, data in written if data)
+                with self._lock:
+                    self._queued += size
+                self._digest_queue.put((size, written))
+
+    def _digest_written(self, written: list[_Written]) -> None:
+        for digest, offset, length, data in written:
+            digest.wrote(offset, length, data)
+
+    def _wrote(self, output: _Output, offset: int, length: int, data: list[Buffer] | None) -> None:
+        if self._threaded:
+            self._written.append((output.digest, offset, length, data))
+        else:
+            output.digest.wrote(offset, length, data)
 
     def _write(self, chunks: list[bytes]) -> None:
         index = 0
@@ -313,7 +427,13 @@ class Pipeline:
             if self.received > self._plan_at:
                 self._try_plan()
         if index < len(chunks):
-            self._place_all(self.received, chunks[index:])
+            start = self.received
+            self._place_all(start, chunks[index:])
+            self._unflushed += self.received - start
+            if self._unflushed >= WRITEBACK_EVERY:
+                self._unflushed = 0
+                for output in self._outputs.values():
+                    start_writeback(output.fd)
 
     def _place_all(self, offset: int, chunks: list[bytes]) -> None:
         """
@@ -328,9 +448,10 @@ class Pipeline:
                 source < end and offset < source + length
                 for source, length, _output, _destination in self._extents
             )
-            or end > self._prepared.tail_offset
+            or self.source_size is None
+            or end > self.source_size
         )
-        if special or self.product is None:
+        if special:
             position = offset
             for data in chunks:
                 self._place(position, data)
@@ -343,8 +464,9 @@ class Pipeline:
             written += os.pwritev(
                 self._image.fd, _skip(chunks, written)[:1024], self._image_base + offset + written
             )
-        # Only now: the output hasher reads whatever is counted as received.
+        self._wrote(self._image, self._image_base + offset, end - offset, list(chunks))
         self.received = end
+        self._check_product(end)
 
     def _read_spill(self, offset: int, length: int) -> bytes:
         if offset + length > self.received:
@@ -376,6 +498,9 @@ class Pipeline:
             if size is None:
                 # Without a known size the appended part waits for the end.
                 return
+            volume = self._trees[0].descriptor.volume_space_size * SECTOR
+            if size < volume:
+                raise BuildError(f"truncated ISO: {size} bytes, expected {volume}")
             self._prepared = prepare(
                 self._trees, size, MODE_FILE, self.mode_file, self._read_spill, self._now
             )
@@ -384,69 +509,65 @@ class Pipeline:
             return
         self._open_outputs()
         self._place_spill()
-        if self._threaded:
-            self._hasher = threading.Thread(
-                target=self._hash_outputs, name="builder-hash-outputs", daemon=True
-            )
-            self._hasher.start()
 
     def _open_outputs(self) -> None:
         assert self._trees is not None and self._prepared is not None
+        assert self.source_size is not None
         files = self._trees[0].files
         kernel, initrd = files[KERNEL], files[INITRD]
-        image_size = self._prepared.size
+        prepared = self._prepared
 
-        def open_output(name: str) -> _Output:
+        def open_output(name: str, size: int) -> _Output:
             fd = os.open(self.staging / name, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-            output = _Output(name, fd)
+            output = _Output(name, fd, size, InOrderDigest(name, fd))
             self._outputs[name] = output
             return output
 
-        vmlinuz = open_output("vmlinuz")
-        vmlinuz.pieces.append(_Piece(kernel.size, image_offset=kernel.extent * SECTOR))
+        def write(output: _Output, offset: int, data: bytes) -> None:
+            os.pwrite(output.fd, data, offset)
+            self._wrote(output, offset, len(data), [data])
+
+        vmlinuz = open_output("vmlinuz", kernel.size)
         self._extents.append((kernel.extent * SECTOR, kernel.size, vmlinuz, 0))
         if self.layout == "combined":
-            image = open_output("initrd")
             head = cpio.align4(initrd.size)
-            member = cpio.header(ISO_MEMBER, image_size, mode=0o100444)
-            image.pieces += [
-                _Piece(initrd.size, image_offset=initrd.extent * SECTOR),
-                _Piece(head - initrd.size, b"\0" * (head - initrd.size)),
-                _Piece(len(member), member),
-            ]
-            self._extents.append((initrd.extent * SECTOR, initrd.size, image, 0))
+            member = cpio.header(ISO_MEMBER, prepared.size, mode=0o100444)
             self._image_base = head + len(member)
-            end = cpio.data_padding(image_size) + cpio.trailer()
-            image.pieces += [_Piece(image_size, image_offset=0), _Piece(len(end), end)]
-            os.pwrite(image.fd, member, head)
-            os.pwrite(image.fd, end, self._image_base + image_size)
+            end = cpio.data_padding(prepared.size) + cpio.trailer()
+            image = open_output("initrd", self._image_base + prepared.size + len(end))
+            self._extents.append((initrd.extent * SECTOR, initrd.size, image, 0))
+            write(image, initrd.size, b"\0" * (head - initrd.size))
+            write(image, head, member)
+            write(image, self._image_base + prepared.size, end)
         else:
-            copy = open_output("initrd.img")
-            copy.pieces.append(_Piece(initrd.size, image_offset=initrd.extent * SECTOR))
+            copy = open_output("initrd.img", initrd.size)
             self._extents.append((initrd.extent * SECTOR, initrd.size, copy, 0))
-            image = open_output(ISO_MEMBER)
-            image.pieces.append(_Piece(image_size, image_offset=0))
+            image = open_output(ISO_MEMBER, prepared.size)
             self._image_base = 0
         self._image = image
         name = next(n for n in CD_INFO if n in files)
         self._cd_info = (name, files[name].extent * SECTOR, files[name].size)
-        tail = self._prepared
-        os.pwrite(image.fd, tail.tail, self._image_base + tail.tail_offset)
+        # Between the original bytes and the appended part: zeros, to the next sector.
+        gap = b"\0" * (prepared.tail_offset - self.source_size)
+        write(image, self._image_base + self.source_size, gap)
+        write(image, self._image_base + prepared.tail_offset, prepared.tail)
 
     def _place_spill(self) -> None:
         position = 0
         while position < self.received:
             data = os.pread(self._spill_fd, min(READ_BACK, self.received - position), position)
-            self._place(position, data)
+            # Not kept for the digests, which read these few megabytes back: the spill
+            # may be larger than the bound on memory.
+            self._place(position, data, keep=False)
             position += len(data)
         os.close(self._spill_fd)
         self._spill_fd = -1
         os.unlink(self.staging / ".head")
 
-    def _place(self, offset: int, data: bytes) -> None:
+    def _place(self, offset: int, data: bytes, keep: bool = True) -> None:
         assert self._image is not None and self._prepared is not None
         end = offset + len(data)
-        if end > self._prepared.tail_offset:
+        if self.source_size is None or end > self.source_size:
             raise BuildError(f"the ISO is larger than announced ({self.source_size} bytes)")
         patched: bytes | bytearray = data
         for at, patch in self._prepared.patches:
@@ -457,13 +578,22 @@ class Pipeline:
                 stop = min(at + len(patch), end)
                 patched[start - offset : stop - offset] = patch[start - at : stop - at]
         os.pwrite(self._image.fd, patched, self._image_base + offset)
+        self._wrote(self._image, self._image_base + offset, len(data), [patched] if keep else None)
         for source, length, output, destination in self._extents:
             start = max(source, offset)
             stop = min(source + length, end)
             if start < stop:
-                os.pwrite(
-                    output.fd, data[start - offset : stop - offset], destination + start - source
+                part = memoryview(data)[start - offset : stop - offset]
+                os.pwrite(output.fd, part, destination + start - source)
+                self._wrote(
+                    output, destination + start - source, len(part), [part] if keep else None
                 )
+        self._check_product(end)
+
+    def _check_product(self, end: int) -> None:
+        """
+        Read the ISO's identity as soon as the image is written up to C{end} past it.
+        """
         if self.product is None and self._cd_info is not None:
             _name, at, size = self._cd_info
             if end >= at + size:
@@ -473,14 +603,11 @@ class Pipeline:
 
     def finish(self) -> BuildResult:
         """
-        After the last byte: check the size, finish the files and hash them.
+        After the last byte: check the size, finish the hashes and sync the files.
 
         @raise BuildError: for a truncated ISO or one that is not a Proxmox ISO.
         """
         self._drain()
-        with self._lock:
-            self._ended = True
-            self._lock.notify_all()
         if self._prepared is None:
             if self._trees is None:
                 with contextlib.suppress(NeedMoreData):
@@ -499,17 +626,12 @@ class Pipeline:
                 f"{max(volume, self.source_size or 0)}"
             )
         info = self.product or self._read_product()
-        if self._hasher is not None:
-            self._hasher.join()
-            if self._hash_error is not None:
-                raise self._hash_error
         files = {}
         for name, output in self._outputs.items():
-            digest = self._digests.get(name) or self._hash_output(output)
+            digest = output.digest.hexdigest(output.size)
             os.fsync(output.fd)
-            os.close(output.fd)
             files[name] = OutputFile(name, output.size, digest)
-        self._outputs.clear()
+        self._close()
         return BuildResult(self.received, self._hash.hexdigest(), info, files, self.layout)
 
     def _read_product(self) -> ProductInfo:
@@ -519,68 +641,6 @@ class Pipeline:
             raise BuildError(f"{name} is implausibly large ({size} bytes)")
         return product_info(os.pread(self._image.fd, size, self._image_base + at))
 
-    def _available(self, offset: int) -> int:
-        """
-        How far the prepared image can be read from C{offset} on: the original bytes as
-        far as they are written; the gap and the appended part once they all are.
-        """
-        assert self._prepared is not None
-        if offset < self.received:
-            return self.received
-        size = self.source_size
-        if size is not None and offset >= size and self.received >= size:
-            return self._prepared.size
-        return offset
-
-    def _wait_available(self, offset: int) -> int:
-        with self._lock:
-            self._lock.wait_for(
-                lambda: self._available(offset) > offset or self._error is not None or self._ended
-            )
-            self._raise_failure()
-            limit = self._available(offset)
-        if limit <= offset:
-            raise BuildError("the ISO ended before the assets were complete")
-        return limit
-
-    def _hash_output(self, output: _Output, wait: bool = False) -> str:
-        """
-        An output file's SHA-256, read back in order; with C{wait}, following the writer
-        as the parts arrive.
-        """
-        digest = hashlib.sha256()
-        position = 0
-        flushed = 0
-        for piece in output.pieces:
-            if piece.data is not None:
-                digest.update(piece.data)
-                position += piece.length
-                continue
-            done = 0
-            while done < piece.length:
-                at = piece.image_offset + done
-                limit = self._wait_available(at) if wait else at + piece.length
-                count = min(READ_BACK, piece.length - done, limit - at)
-                data = os.pread(output.fd, count, position)
-                if not data:
-                    raise BuildError(f"{output.name} is shorter than it should be")
-                digest.update(data)
-                position += len(data)
-                done += len(data)
-                if wait and position - flushed >= FLUSH_EVERY:
-                    # Behind the writer anyway: get the data onto the disk now, so that
-                    # the final fsync has little left to do.
-                    os.fdatasync(output.fd)
-                    flushed = position
-        return digest.hexdigest()
-
-    def _hash_outputs(self) -> None:
-        try:
-            for name, output in list(self._outputs.items()):
-                self._digests[name] = self._hash_output(output, wait=True)
-        except BaseException as e:  # reported by finish(), after its own checks
-            self._hash_error = e
-
     def abort(self) -> None:
         """
         Stop the workers and close the files (the caller removes the staging directory).
@@ -588,11 +648,20 @@ class Pipeline:
         with self._lock:
             self._error = self._error or BuildError("aborted")
             self._lock.notify_all()
-        if self._hasher is not None:
-            self._hasher.join()
         if self._threaded:
-            for q in (self._write_queue, self._hash_queue):
+            self._threaded = False
+            for q in (self._write_queue, self._hash_queue, self._digest_queue):
                 q.put(None)
+            # Before the files close: a worker still busy with its last item must not
+            # write to a descriptor that is closed, or reused by then.
+            for worker in self._workers:
+                worker.join()
+        self._close()
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         for output in self._outputs.values():
             os.close(output.fd)
         self._outputs.clear()

@@ -9,11 +9,13 @@ import gzip
 import hashlib
 import os
 import random
+import threading
 from pathlib import Path
 
 import pytest
 
-from builder.pipeline import BuildError, Pipeline
+from builder import pipeline as pipeline_module
+from builder.pipeline import BuildError, InOrderDigest, Pipeline
 from builder.testing import cd_info, make_iso, proxmox_files
 from tests.builder.helpers import iso_file, rock_ridge_listing, split_combined
 
@@ -178,3 +180,149 @@ def test_larger_than_announced(iso: bytes, tmp_path: Path) -> None:
     """
     with pytest.raises(BuildError, match="larger than announced"):
         run(iso + b"\0" * 8192, tmp_path / "out", size=len(iso))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_digest_of_parts_written_in_any_order(tmp_path: Path, seed: int) -> None:
+    """
+    A file written in parts, in any order, with or without their bytes at hand: its
+    digest is the file's. Only the parts that were written ahead of the hashed prefix,
+    or given without their bytes, are read back.
+    """
+    shuffle = random.Random(seed)
+    content = os.urandom(300_000)
+    cuts = sorted(shuffle.sample(range(1, len(content)), 40))
+    parts = list(zip([0, *cuts], [*cuts, len(content)], strict=True))
+    shuffle.shuffle(parts)
+    fd = os.open(tmp_path / "file", os.O_RDWR | os.O_CREAT)
+    try:
+        digest = InOrderDigest("file", fd)
+        hashed_prefix = 0
+        expected_read_back = 0
+        ahead: dict[int, int] = {}
+        for start, end in parts:
+            os.pwrite(fd, content[start:end], start)
+            with_bytes = shuffle.random() < 0.7
+            digest.wrote(start, end - start, [content[start:end]] if with_bytes else None)
+            # What an in-order reader of the file would have to go back for.
+            if with_bytes and start == hashed_prefix:
+                hashed_prefix = end
+            else:
+                ahead[start] = end
+            while hashed_prefix in ahead:
+                end_ahead = ahead.pop(hashed_prefix)
+                expected_read_back += end_ahead - hashed_prefix
+                hashed_prefix = end_ahead
+        assert digest.hexdigest(len(content)) == hashlib.sha256(content).hexdigest()
+        assert digest.read_back == expected_read_back
+    finally:
+        os.close(fd)
+
+
+def test_digest_of_an_incomplete_file(tmp_path: Path) -> None:
+    """
+    A part never reported is an error, not the digest of something else.
+    """
+    fd = os.open(tmp_path / "file", os.O_RDWR | os.O_CREAT)
+    try:
+        digest = InOrderDigest("initrd", fd)
+        os.pwrite(fd, b"a" * 100, 0)
+        digest.wrote(0, 50, [b"a" * 50])
+        with pytest.raises(BuildError, match="initrd is incomplete: 50 of 100 bytes"):
+            digest.hexdigest(100)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_outputs_hashed_as_written(
+    iso: bytes, tmp_path: Path, threaded: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The outputs' hashes come from the bytes as they are written: the image is read back
+    only as far as the initrd's extent goes (it must come first in the combined initrd),
+    and the named layout reads back nothing of the boot files and after.
+    """
+    read_back: dict[str, int] = {}
+    original = InOrderDigest.hexdigest
+
+    def recorded(self: InOrderDigest, size: int) -> str:
+        read_back[self.name] = self.read_back
+        return original(self, size)
+
+    monkeypatch.setattr(InOrderDigest, "hexdigest", recorded)
+    initrd_end = iso.index(INITRD) + len(INITRD)
+    run(iso, tmp_path / "combined", threaded=threaded)
+    assert initrd_end <= read_back["initrd"] < initrd_end + 2 * 65536 + 4 * 2048
+    run(iso, tmp_path / "named", layout="named", threaded=threaded)
+    # Only the tree, kept aside until the image could be planned, and the appended part.
+    assert read_back["proxmox.iso"] < iso.index(INITRD)
+    assert read_back["vmlinuz"] == read_back["initrd.img"] == 0
+
+
+def test_writeback_starts_during_the_feed(
+    iso: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The writer asks the kernel to write the outputs out as it goes, so that the sync at
+    the end has little left to do.
+    """
+    started: list[int] = []
+    monkeypatch.setattr(pipeline_module, "WRITEBACK_EVERY", 100_000)
+    monkeypatch.setattr(pipeline_module, "start_writeback", started.append)
+    staging = tmp_path / "out"
+    staging.mkdir()
+    pipeline = Pipeline(staging, "combined", MODE, len(iso), now=0)
+    for offset in range(0, len(iso), 65536):
+        pipeline.feed(iso[offset : offset + 65536])
+    during_feed = list(started)
+    pipeline.finish()
+    # Both files (vmlinuz and initrd), again and again as the bytes arrive.
+    assert len(set(during_feed)) == 2
+    assert len(during_feed) >= 2 * 4
+
+
+def test_writeback_starter_accepts_a_file(tmp_path: Path) -> None:
+    """
+    The kernel hint is harmless on a regular file, wherever the call exists.
+    """
+    with open(tmp_path / "file", "wb") as f:
+        f.write(b"x" * 10_000)
+        pipeline_module.start_writeback(f.fileno())
+
+
+def test_announced_size_smaller_than_the_volume(iso: bytes, tmp_path: Path) -> None:
+    """
+    A size (Content-Length) smaller than the ISO's own volume is refused as soon as the
+    tree has arrived, not after the whole download.
+    """
+    staging = tmp_path / "out"
+    staging.mkdir()
+    announced = len(iso) - 4 * 2048
+    pipeline = Pipeline(staging, "combined", MODE, announced, now=0)
+    fed = 0
+
+    def feed_all() -> None:
+        nonlocal fed
+        while fed < announced:
+            fed += 4096
+            pipeline.feed(iso[fed - 4096 : fed])
+
+    with pytest.raises(BuildError, match="truncated ISO"):
+        feed_all()
+    assert fed < len(iso) // 2
+    pipeline.abort()
+
+
+def test_abort_stops_the_workers(iso: bytes, tmp_path: Path) -> None:
+    """
+    After an abort no worker is left writing into files that are closed (or whose
+    descriptors are reused by then).
+    """
+    staging = tmp_path / "out"
+    staging.mkdir()
+    pipeline = Pipeline(staging, "combined", MODE, len(iso), threaded=True, now=0)
+    pipeline.feed(iso[: len(iso) // 2])
+    pipeline.abort()
+    pipeline.abort()
+    assert not [t for t in threading.enumerate() if t.name.startswith("builder-")]
