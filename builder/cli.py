@@ -35,6 +35,7 @@ from builder.pin import (
 from builder.pipeline import BuildError, BuildResult, Pipeline
 from builder.progress import Progress
 from builder.publish import (
+    asset_metadata,
     check_target,
     create_output,
     make_staging,
@@ -45,8 +46,6 @@ from builder.publish import (
 )
 from builder.source import download, fetch_expected_digest, read_local
 from pxepilot._version import __version__
-
-KERNEL_CMDLINE = "ramdisk_size=16777216 rw quiet splash=silent proxmox-start-auto-installer"
 
 
 def _http_url(text: str) -> str:
@@ -271,44 +270,22 @@ def metadata(
         C{--cert-fingerprint}, if any.
     """
     pin = pin or option_pin(args)
-    info = result.product
-    initrds: list[dict[str, str]]
-    if result.layout == "combined":
-        initrds = [{"file": "initrd"}]
-    else:
-        initrds = [{"file": "initrd.img"}, {"file": "proxmox.iso", "name": "proxmox.iso"}]
-    return {
-        "format": 1,
-        "product": info.product,
-        "product_name": info.product_name,
-        "iso_name": info.iso_name,
-        "release": info.release,
-        "iso_release": info.iso_release,
-        "version": info.version,
-        "layout": result.layout,
-        "kernel": "vmlinuz",
-        "initrds": initrds,
-        "kernel_cmdline": KERNEL_CMDLINE,
-        "source": {
-            "url": args.iso_url,
-            "file": source_file(args),
-            "size": result.source_size,
-            "sha256": result.source_sha256,
-            "verification": verification,
-        },
-        # The token itself stays out: this file is served to anyone with the assets.
-        "answer": {
-            "url": args.answer_url,
-            "cert_fingerprint": pin.fingerprint if pin else None,
-            "pinned_from": pin.pinned_from if pin else None,
-            "token": bool(args.answer_token),
-        },
-        "files": {
-            name: {"size": f.size, "sha256": f.sha256} for name, f in sorted(result.files.items())
-        },
-        "built_at": built.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "builder": f"pxe-pilot-builder {__version__}",
+    source = {
+        "url": args.iso_url,
+        "file": source_file(args),
+        "size": result.source_size,
+        "sha256": result.source_sha256,
+        "verification": verification,
     }
+    # The token itself stays out: this file is served to anyone with the assets.
+    answer = {
+        "url": args.answer_url,
+        "cert_fingerprint": pin.fingerprint if pin else None,
+        "pinned_from": pin.pinned_from if pin else None,
+        "token": bool(args.answer_token),
+    }
+    files = {name: {"size": f.size, "sha256": f.sha256} for name, f in result.files.items()}
+    return asset_metadata(result.product, result.layout, source, answer, files, built)
 
 
 class _Build:

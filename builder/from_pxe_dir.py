@@ -25,6 +25,7 @@ from builder.iso9660 import IsoError
 from builder.isofile import root_file
 from builder.pipeline import BuildError
 from builder.publish import (
+    asset_metadata,
     check_target,
     create_output,
     make_staging,
@@ -33,12 +34,10 @@ from builder.publish import (
     target_of,
     write_metadata,
 )
-from pxepilot._version import __version__
 
 KERNEL = "vmlinuz"
 INITRD = "initrd.img"
 ISO_MEMBER = "proxmox.iso"
-KERNEL_CMDLINE = "ramdisk_size=16777216 rw quiet splash=silent proxmox-start-auto-installer"
 CHUNK = 1 << 20
 
 Step = Callable[[str], None]
@@ -179,43 +178,23 @@ def metadata(
     """
     The content of C{asset.json}: as a build's, the answer settings read from the ISO.
     """
-    info = found.info
     http = found.mode["http"]
     pinned = http.get("cert_fingerprint")
-    if layout == "combined":
-        initrds: list[dict[str, str]] = [{"file": "initrd"}]
-    else:
-        initrds = [{"file": INITRD}, {"file": ISO_MEMBER, "name": ISO_MEMBER}]
-    return {
-        "format": 1,
-        "product": info.product,
-        "product_name": info.product_name,
-        "iso_name": info.iso_name,
-        "release": info.release,
-        "iso_release": info.iso_release,
-        "version": info.version,
-        "layout": layout,
-        "kernel": KERNEL,
-        "initrds": initrds,
-        "kernel_cmdline": KERNEL_CMDLINE,
-        "source": {
-            "url": None,
-            "file": found.iso,
-            "size": (found.path / found.iso).stat().st_size,
-            "sha256": iso_sha256,
-            "verification": "prepare-iso --pxe directory",
-        },
-        # The token stays out: this file is served to anyone with the assets.
-        "answer": {
-            "url": http.get("url") if isinstance(http.get("url"), str) else None,
-            "cert_fingerprint": pinned if isinstance(pinned, str) and pinned else None,
-            "pinned_from": "iso" if isinstance(pinned, str) and pinned else None,
-            "token": bool(http.get("token")),
-        },
-        "files": dict(sorted(files.items())),
-        "built_at": built.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "builder": f"pxe-pilot-builder {__version__}",
+    source = {
+        "url": None,
+        "file": found.iso,
+        "size": (found.path / found.iso).stat().st_size,
+        "sha256": iso_sha256,
+        "verification": "prepare-iso --pxe directory",
     }
+    # The token stays out: this file is served to anyone with the assets.
+    answer = {
+        "url": http.get("url") if isinstance(http.get("url"), str) else None,
+        "cert_fingerprint": pinned if isinstance(pinned, str) and pinned else None,
+        "pinned_from": "iso" if isinstance(pinned, str) and pinned else None,
+        "token": bool(http.get("token")),
+    }
+    return asset_metadata(found.info, layout, source, answer, files, built)
 
 
 def import_pxe_dir(

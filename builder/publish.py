@@ -7,6 +7,7 @@ version and a crash leaves nothing it would list.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
 import json
 import os
@@ -15,7 +16,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from builder.cdinfo import ProductInfo
 from builder.pipeline import BuildError
+from pxepilot._version import __version__
+
+# The installer's own command line from the ISO's boot menu, plus the automatic
+# installer's switch.
+KERNEL_CMDLINE = "ramdisk_size=16777216 rw quiet splash=silent proxmox-start-auto-installer"
 
 STAGING_PREFIX = ".build-"
 REPLACED_PREFIX = ".replaced-"
@@ -112,6 +119,45 @@ def check_target(target: Path, force: bool) -> None:
     """
     if target.exists() and not force:
         raise BuildError(f"{target} already exists; use --force to replace it")
+
+
+def asset_metadata(
+    info: ProductInfo,
+    layout: str,
+    source: dict[str, Any],
+    answer: dict[str, Any],
+    files: dict[str, Any],
+    built: datetime.datetime,
+) -> dict[str, Any]:
+    """
+    The content of C{asset.json}, for a build as for an imported C{prepare-iso --pxe}
+    directory: the product, the files of C{layout}, where the ISO came from
+    (C{source}) and the answer settings (C{answer}). pxe-pilot serves it to anyone with
+    the assets, so neither may hold a path of the build machine or a secret.
+    """
+    initrds: list[dict[str, str]]
+    if layout == "combined":
+        initrds = [{"file": "initrd"}]
+    else:
+        initrds = [{"file": "initrd.img"}, {"file": "proxmox.iso", "name": "proxmox.iso"}]
+    return {
+        "format": 1,
+        "product": info.product,
+        "product_name": info.product_name,
+        "iso_name": info.iso_name,
+        "release": info.release,
+        "iso_release": info.iso_release,
+        "version": info.version,
+        "layout": layout,
+        "kernel": "vmlinuz",
+        "initrds": initrds,
+        "kernel_cmdline": KERNEL_CMDLINE,
+        "source": source,
+        "answer": answer,
+        "files": dict(sorted(files.items())),
+        "built_at": built.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "builder": f"pxe-pilot-builder {__version__}",
+    }
 
 
 def write_metadata(staging: Path, metadata: dict[str, Any]) -> None:

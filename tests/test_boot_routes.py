@@ -17,8 +17,7 @@ import pytest
 from treq.testing import StubTreq
 from twisted.web.resource import IResource, Resource
 
-from builder.cli import KERNEL_CMDLINE
-from builder.publish import make_staging
+from builder.publish import KERNEL_CMDLINE, make_staging
 from pxepilot import Config, PxePilot
 from pxepilot.boot.ipxe import MENU_QUERY, MIN_MEMORY_MIB
 from pxepilot.hosts.ledger import run_here

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from builder.cdinfo import ProductInfo
-from builder.cli import KERNEL_CMDLINE, metadata
+from builder.cli import metadata
 from builder.pipeline import BuildResult, OutputFile
-from builder.publish import make_staging, publish, write_metadata
+from builder.publish import KERNEL_CMDLINE, make_staging, publish, write_metadata
 from pxepilot.boot.catalogue import (
     MAX_METADATA_BYTES,
     METADATA,
