@@ -15,6 +15,7 @@ from pxepilot.tftp.files import BytesReader, IReader, NetasciiReader
 from pxepilot.tftp.negotiation import Negotiated
 from pxepilot.tftp.packets import Ack, Data, Error, OptionAck, Packet, decode
 from pxepilot.tftp.transfer import (
+    READ_AHEAD,
     Outcome,
     OutcomeKind,
     ReadTransfer,
@@ -439,13 +440,47 @@ def test_read_error_in_timer_ends_the_transfer() -> None:
                 raise OSError(5, "Input/output error")
             return super().read(offset, length)
 
-    h = Harness(Failing(10_000))
+    # A window as large as a read-ahead piece is read for each send, retransmissions
+    # included; reading the window after it ahead fails quietly.
+    window = READ_AHEAD // 512
+    h = Harness(Failing(4 * READ_AHEAD), Negotiated(windowsize=window))
     h.transfer.start()
-    h.packets()
+    assert h.blocks() == list(range(1, window + 1))
     h.clock.advance(1)
     assert h.packets() == [Error(0, "server error")]
     assert h.outcome() is OutcomeKind.FAILED
     assert "Input/output error" in h.outcomes[0].detail
+
+
+def test_lock_step_reads_the_file_in_pieces() -> None:
+    """
+    A lock-step transfer reads its file a piece at a time, not once per block, and the
+    blocks cut from the pieces are the file's bytes, across the pieces' edges.
+    """
+    pattern = bytes(range(251)) * ((3 * READ_AHEAD + 700) // 251 + 2)
+
+    class Pattern(SyntheticReader):
+        def read(self, offset: int, length: int) -> bytes:
+            self.reads += 1
+            assert self.size is not None
+            return pattern[offset : min(offset + length, self.size)]
+
+    reader = Pattern(3 * READ_AHEAD + 700)
+    h = Harness(reader, Negotiated(blksize=1468))
+    h.transfer.start()
+    received = b""
+    while h.outcome() is None:
+        packets = h.packets()
+        assert len(packets) == 1
+        packet = packets[0]
+        assert isinstance(packet, Data)
+        received += packet.payload
+        h.transfer.ack(packet.block)
+    assert h.outcome() is OutcomeKind.COMPLETE
+    expected = reader.size or 0
+    assert len(received) == expected
+    assert received == pattern[:expected]
+    assert reader.reads <= expected // (READ_AHEAD - READ_AHEAD % 1468) + 2
 
 
 def test_ack_is_the_only_packet_type_it_takes() -> None:
