@@ -44,6 +44,12 @@ from builder.publish import (
     target_of,
     write_metadata,
 )
+from builder.secure_boot import (
+    add_to_asset,
+    iso_extracts,
+    pieces_from_sources,
+    pieces_from_staging,
+)
 from builder.source import download, fetch_expected_digest, read_local
 from pxepilot._version import __version__
 
@@ -207,6 +213,15 @@ def parser() -> argparse.ArgumentParser:
         "Debian's iPXE on BIOS and UEFI); named: initrd.img and proxmox.iso",
     )
     p.add_argument(
+        "--secure-boot-from",
+        type=Path,
+        action="append",
+        metavar="FILE.deb|DIR",
+        help="take the signed shim and network GRUB for Secure Boot from Proxmox's "
+        "shim-signed and grub-efi-amd64-signed packages, or a directory holding them "
+        "(repeatable; default: those of the ISO's EFI boot image)",
+    )
+    p.add_argument(
         "--skip-verify", action="store_true", help="do not check the download against SHA256SUMS"
     )
     p.add_argument(
@@ -261,6 +276,7 @@ def metadata(
     verification: str,
     built: datetime.datetime,
     pin: Pin | None = None,
+    secure_boot: tuple[dict[str, Any] | None, dict[str, Any]] = (None, {}),
 ) -> dict[str, Any]:
     """
     The content of C{asset.json}. pxe-pilot serves it to anyone with the assets, so it
@@ -284,8 +300,15 @@ def metadata(
         "pinned_from": pin.pinned_from if pin else None,
         "token": bool(args.answer_token),
     }
-    files = {name: {"size": f.size, "sha256": f.sha256} for name, f in result.files.items()}
-    return asset_metadata(result.product, result.layout, source, answer, files, built)
+    files = {
+        name: {"size": f.size, "sha256": f.sha256}
+        for name, f in result.files.items()
+        if not name.startswith(".")
+    }
+    files.update(secure_boot[1])
+    return asset_metadata(
+        result.product, result.layout, source, answer, files, built, secure_boot[0]
+    )
 
 
 class _Build:
@@ -338,12 +361,14 @@ class _Build:
             size,
             threaded=self.threaded,
             now=self.now,
+            extract=iso_extracts,
         )
         return self.pipeline
 
     async def run(self) -> Path:
         args = self.args
         self._check_answer_url()
+        given = pieces_from_sources(args.secure_boot_from or [])
         if args.product and args.version_dir:
             check_target(target_of(args.output, args.product, args.version_dir), args.force)
         # Before anything is created or downloaded: a wrong answer URL fails in seconds
@@ -361,7 +386,10 @@ class _Build:
         built = datetime.datetime.fromtimestamp(
             self.now if self.now is not None else self.reactor.seconds(), datetime.UTC
         )
-        write_metadata(self.staging, metadata(args, result, verification, built, self.pin))
+        signed = add_to_asset(
+            self.staging, pieces_from_staging(self.staging), given, self.progress.step
+        )
+        write_metadata(self.staging, metadata(args, result, verification, built, self.pin, signed))
         publish(self.staging, target, args.force)
         self.staging = None
         self.created = []
@@ -530,6 +558,7 @@ def _import_pxe_dir(args: argparse.Namespace) -> int:
             product=args.product,
             version_dir=args.version_dir,
             force=args.force,
+            secure_boot_from=args.secure_boot_from or (),
         )
     except (BuildError, NotProxmox, IsoError, OSError) as e:
         sys.stderr.write(f"pxe-pilot-builder: error: {_message(e)}\n")

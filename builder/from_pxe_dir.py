@@ -13,7 +13,7 @@ import hashlib
 import os
 import shutil
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from builder.publish import (
     target_of,
     write_metadata,
 )
+from builder.secure_boot import add_to_asset, pieces_from_iso_file, pieces_from_sources
 
 KERNEL = "vmlinuz"
 INITRD = "initrd.img"
@@ -174,6 +175,7 @@ def metadata(
     files: dict[str, Any],
     iso_sha256: str,
     built: datetime.datetime,
+    secure_boot: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """
     The content of C{asset.json}: as a build's, the answer settings read from the ISO.
@@ -194,7 +196,7 @@ def metadata(
         "pinned_from": "iso" if isinstance(pinned, str) and pinned else None,
         "token": bool(http.get("token")),
     }
-    return asset_metadata(found.info, layout, source, answer, files, built)
+    return asset_metadata(found.info, layout, source, answer, files, built, secure_boot)
 
 
 def import_pxe_dir(
@@ -206,6 +208,7 @@ def import_pxe_dir(
     version_dir: str | None = None,
     force: bool = False,
     now: datetime.datetime | None = None,
+    secure_boot_from: Sequence[Path] = (),
 ) -> Path:
     """
     Import a C{prepare-iso --pxe} directory into C{output}; the version's directory.
@@ -217,6 +220,7 @@ def import_pxe_dir(
     info = found.info
     target = target_of(output, product or info.iso_name, version_dir or info.version)
     check_target(target, force)
+    given = pieces_from_sources(secure_boot_from)
     step(f"{info.product_name} {info.version} prepared for {found.mode['http'].get('url')}")
     created = create_output(output)
     staging: Path | None = None
@@ -224,8 +228,13 @@ def import_pxe_dir(
         staging = make_staging(output)
         step(f"copying {found.iso} ({layout} layout)")
         files, iso_hash = write_assets(found, staging, layout)
+        iso_pieces = pieces_from_iso_file(found.path / found.iso)
+        signed, signed_files = add_to_asset(staging, iso_pieces, given, step)
+        files.update(signed_files)
         built = now or datetime.datetime.now(datetime.UTC)
-        write_metadata(staging, metadata(found, layout, files, iso_hash.hexdigest(), built))
+        write_metadata(
+            staging, metadata(found, layout, files, iso_hash.hexdigest(), built, signed)
+        )
         publish(staging, target, force)
         staging = None
         created = []

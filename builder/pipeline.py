@@ -44,6 +44,7 @@ from builder.iso9660 import (
     IsoError,
     NeedMoreData,
     Prepared,
+    Reader,
     Tree,
     prepare,
     read_descriptors,
@@ -233,6 +234,8 @@ class Pipeline:
     @param source_size: The ISO's size, if known in advance (Content-Length).
     @param threaded: Write and hash in worker threads.
     @param now: The time stamped on the new file, for reproducible tests.
+    @param extract: Given the trees and a reader, more parts of the ISO to copy out
+        as files (name -> byte offset and size), such as the EFI boot image.
     """
 
     def __init__(
@@ -243,8 +246,11 @@ class Pipeline:
         source_size: int | None = None,
         threaded: bool = False,
         now: float | None = None,
+        extract: Callable[[list[Tree], Reader], dict[str, tuple[int, int]]] | None = None,
     ) -> None:
         self.staging = staging
+        self._extract = extract
+        self._extracts: dict[str, tuple[int, int]] | None = None
         self.layout = layout
         self.mode_file = mode_file
         self.source_size = source_size
@@ -494,6 +500,8 @@ class Pipeline:
                     if name not in files:
                         raise BuildError(f"not a Proxmox installer ISO: it has no {name}")
                 self._trees = trees
+            if self._extract is not None and self._extracts is None:
+                self._extracts = self._extract(self._trees, self._read_spill)
             size = self.source_size
             if size is None:
                 # Without a known size the appended part waits for the end.
@@ -529,6 +537,8 @@ class Pipeline:
 
         vmlinuz = open_output("vmlinuz", kernel.size)
         self._extents.append((kernel.extent * SECTOR, kernel.size, vmlinuz, 0))
+        for name, (offset, length) in (self._extracts or {}).items():
+            self._extents.append((offset, length, open_output(name, length), 0))
         if self.layout == "combined":
             head = cpio.align4(initrd.size)
             member = cpio.header(ISO_MEMBER, prepared.size, mode=0o100444)

@@ -128,11 +128,13 @@ def asset_metadata(
     answer: dict[str, Any],
     files: dict[str, Any],
     built: datetime.datetime,
+    secure_boot: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """
     The content of C{asset.json}, for a build as for an imported C{prepare-iso --pxe}
     directory: the product, the files of C{layout}, where the ISO came from
-    (C{source}) and the answer settings (C{answer}). pxe-pilot serves it to anyone with
+    (C{source}), the answer settings (C{answer}) and the signed boot pieces, if any
+    (C{secure_boot}, see L{builder.secure_boot}). pxe-pilot serves it to anyone with
     the assets, so neither may hold a path of the build machine or a secret.
     """
     initrds: list[dict[str, str]]
@@ -140,7 +142,7 @@ def asset_metadata(
         initrds = [{"file": "initrd"}]
     else:
         initrds = [{"file": "initrd.img"}, {"file": "proxmox.iso", "name": "proxmox.iso"}]
-    return {
+    metadata = {
         "format": 1,
         "product": info.product,
         "product_name": info.product_name,
@@ -158,6 +160,9 @@ def asset_metadata(
         "built_at": built.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "builder": f"pxe-pilot-builder {__version__}",
     }
+    if secure_boot is not None:
+        metadata["secure_boot"] = secure_boot
+    return metadata
 
 
 def write_metadata(staging: Path, metadata: dict[str, Any]) -> None:

@@ -61,10 +61,13 @@ def make_iso(
     files: Mapping[str, bytes | tuple[BinaryIO, int]],
     joliet: bool = True,
     rock_ridge: bool = True,
+    bios_boot: str | None = None,
+    efi_boot: str | None = None,
 ) -> None:
     """
     Write an ISO holding C{files} (Rock Ridge paths such as C{/boot/linux26}; content as
-    bytes, or an open file and its size).
+    bytes, or an open file and its size), with El Torito entries for the boot images
+    among them given as C{bios_boot} and C{efi_boot}.
     """
     iso = pycdlib.PyCdlib()
     iso.new(
@@ -75,6 +78,7 @@ def make_iso(
     )
     taken: dict[str, set[str]] = {}
     directories: dict[str, str] = {"/": "/"}
+    iso_paths: dict[str, str] = {}
     for rr_path in sorted(files):
         parts = rr_path.strip("/").split("/")
         parent = "/"
@@ -94,6 +98,7 @@ def make_iso(
         iso_parent = directories[parent]
         leaf = _iso_name(parts[-1], taken.setdefault(iso_parent, set()))
         iso_path = f"{iso_parent.rstrip('/')}/{leaf};1"
+        iso_paths[rr_path] = iso_path
         content = files[rr_path]
         fp, size = (io.BytesIO(content), len(content)) if isinstance(content, bytes) else content
         iso.add_fp(
@@ -103,6 +108,16 @@ def make_iso(
             rr_name=parts[-1] if rock_ridge else None,
             joliet_path=rr_path if joliet else None,
         )
+    for boot, efi in ((bios_boot, False), (efi_boot, True)):
+        if boot is not None:
+            iso.add_eltorito(
+                iso_paths[boot],
+                "/BOOT.CAT;1",
+                rr_bootcatname="boot.cat" if rock_ridge else None,
+                joliet_bootcatfile="/boot.cat" if joliet else None,
+                efi=efi,
+                platform_id=0xEF if efi else 0,
+            )
     iso.write(str(path))
     iso.close()
 
