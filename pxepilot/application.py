@@ -42,8 +42,17 @@ from pxepilot.answers.files import DirectoryAnswerFiles
 from pxepilot.answers.health import AnswersHealth
 from pxepilot.answers.service import AnswerService
 from pxepilot.boot.health import AssetsHealth
+from pxepilot.boot.secure import (
+    SHIM,
+    GrubMenus,
+    MenuSettings,
+    SecureBootChoice,
+    SecureBootFiles,
+    SecureBootPieces,
+)
 from pxepilot.boot.tftp import BootFiles, tftp_base_url
 from pxepilot.config import LISTEN_BACKLOG, Config
+from pxepilot.dhcp.proxy import ShimOffer
 from pxepilot.dhcp.service import ProxyDHCPHealth, ProxyDHCPService
 from pxepilot.events import EventBus
 from pxepilot.health import Disabled, IHealthCheck
@@ -52,24 +61,33 @@ from pxepilot.hosts.ledger import HostLedger, WorkerThread
 from pxepilot.hosts.model import EventKind
 from pxepilot.hosts.neighbours import neighbour_table_lookup
 from pxepilot.hosts.recorder import LedgerRecorder
-from pxepilot.hosts.store import SQLiteHostStore
+from pxepilot.hosts.shared import (
+    ReportsNeedStore,
+    SharedHosts,
+    StoreHealth,
+    open_store,
+    postgres_watch,
+)
+from pxepilot.hosts.store import IHostStore
 from pxepilot.hosts.tokens import KEY_FILE as WEBHOOK_SECRET_FILE
 from pxepilot.hosts.tokens import HostTokens, load_or_create_secret
 from pxepilot.http.app import PxePilotRoutes
 from pxepilot.http.boot import BootRoutes
 from pxepilot.http.forwarded import client_address
 from pxepilot.http.installer import InstallerRoutes
-from pxepilot.http.ipxe_files import HTTP_BOOT_FILE
+from pxepilot.http.ipxe_files import HTTP_BOOT_FILE, IPXE_PATH
 from pxepilot.http.listener import HTTPListener
 from pxepilot.http.operator import OperatorRoutes
 from pxepilot.http.secure import SecureOnly, TLSHealth
 from pxepilot.http.site import PxePilotSite
 from pxepilot.logs import logger
+from pxepilot.macs import MacAddress
 from pxepilot.metrics import Metrics
-from pxepilot.tftp.files import TFTPRoot
+from pxepilot.tftp.files import ITFTPFiles, TFTPRoot
 from pxepilot.tftp.negotiation import Limits
 from pxepilot.tftp.server import TFTPServer, reactor_port_opener
 from pxepilot.tftp.service import TFTPHealth, TFTPService
+from pxepilot.tftp.sockets import transfer_poller
 from pxepilot.tftp.transfer import RetransmitPolicy
 from pxepilot.tls import (
     ServerCertificate,
@@ -164,13 +182,16 @@ class PxePilot:
     events: EventBus = field(init=False)
     ledger: HostLedger = field(init=False)
     metrics: Metrics = field(init=False)
+    # What asset downloads let go first: the TFTP transfers' waiting blocks.
+    _urgent: Callable[[], object] = field(init=False, default=lambda: None)
 
     def __attrs_post_init__(self) -> None:
         config = self.config
         self.certificate = self._certificate()
         self.answers = AnswerService(DirectoryAnswerFiles(config.answers_dir), self.reactor)
+        store = open_store(config.state_dir / STATE_DATABASE, config.database_url)
         self.ledger = HostLedger(
-            SQLiteHostStore(config.state_dir / STATE_DATABASE),
+            store,
             self.reactor,
             run_blocking=self.run_blocking,
             install_timeout=config.install_timeout,
@@ -188,6 +209,9 @@ class PxePilot:
             lambda: self.ledger.not_recorded,
             lambda: self.ledger.not_saved,
         )
+        self.metrics.watch_host_backlog(
+            lambda: len(self.ledger.backlog), lambda: self.ledger.dropped
+        )
         self.events = EventBus()
         self.events.subscribe(self.metrics)
         self.events.subscribe(LedgerRecorder(self.ledger))
@@ -196,6 +220,7 @@ class PxePilot:
         self.service.setName("pxe-pilot")
         self.ledger.setName("hosts")
         self.ledger.setServiceParent(self.service)
+        shared = self._shared(store)
         checks: list[IHealthCheck] = [
             AnswersHealth(self.answers),
             AssetsHealth(
@@ -208,8 +233,27 @@ class PxePilot:
             self._tftp() if config.boot_enabled else Disabled("tftp"),
             self._proxy_dhcp() if config.proxy_dhcp else Disabled("proxy_dhcp"),
             TLSHealth(self.certificate, self.http_address.https_port, time.time),
+            *shared,
         ]
-        self.resource = self.metrics.count_requests(self._routes(checks).app.resource())
+        routes = ReportsNeedStore(self._routes(checks).app.resource(), self.ledger)
+        self.resource = self.metrics.count_requests(routes)
+
+    def _shared(self, store: IHostStore) -> list[IHealthCheck]:
+        """
+        With a store other instances share, the service that keeps the ledger up to
+        date with their changes (named C{hosts-shared}), and the store's health check.
+        """
+        if self.config.database_url is None:
+            return []
+        from pxepilot.hosts.postgres import PostgresHostStore
+
+        assert isinstance(store, PostgresHostStore)
+        shared = SharedHosts(
+            self.ledger, store.hosts, store.load, postgres_watch(store), self.reactor, store.origin
+        )
+        shared.setName("hosts-shared")
+        shared.setServiceParent(self.service)
+        return [StoreHealth(self.ledger)]
 
     @property
     def fingerprint(self) -> str | None:
@@ -255,6 +299,7 @@ class PxePilot:
 
         secure = SecureOnly(config.require_tls, self.http_address, config.trusted_proxies)
         boot = BootRoutes(self.answers, self.ledger, self.events, config, self.reactor, client_of)
+        boot.turns.urgent = self._urgent
         self.metrics.watch_downloads(lambda: boot.turns.active)
         installer = InstallerRoutes(
             self.answers,
@@ -282,10 +327,16 @@ class PxePilot:
     def _tftp(self) -> IHealthCheck:
         config = self.config
         network = IReactorFDSet(self.reactor)
+        poller = transfer_poller(network)
+        if poller is not None:
+            # Asset downloads and HTTP requests let waiting TFTP blocks go first.
+            self._urgent = poller.doRead
         server = TFTPServer(
-            files=BootFiles(TFTPRoot(config.tftp_root), tftp_base_url(self.http_address)),
+            files=self._secure_boot_files(
+                BootFiles(TFTPRoot(config.tftp_root), tftp_base_url(self.http_address))
+            ),
             clock=self.reactor,
-            open_port=reactor_port_opener(network),
+            open_port=reactor_port_opener(network, poller),
             interface=config.interface or "",
             limits=Limits(
                 max_blksize=config.tftp_max_blksize, max_windowsize=config.tftp_max_windowsize
@@ -303,6 +354,39 @@ class PxePilot:
         service.setServiceParent(self.service)
         return TFTPHealth(service, config.tftp_root)
 
+    def _secure_boot_files(self, files: ITFTPFiles) -> ITFTPFiles:
+        """
+        The Secure Boot chain's TFTP files (shim, GRUB, GRUB's menus, the assets'
+        kernels and initrds) in front of C{files}.
+        """
+        config = self.config
+
+        def installed_at(mac: MacAddress) -> float | None:
+            host = self.ledger.host(mac)
+            return host.installed_at if host is not None else None
+
+        settings = MenuSettings(
+            config.menu_default,
+            config.menu_timeout,
+            config.kernel_args,
+            config.answer_check,
+            config.install_once,
+            config.asset_url,
+        )
+        menus = GrubMenus(
+            self.answers,
+            config.assets_dir,
+            settings,
+            self.reactor,
+            tftp_base_url(self.http_address),
+            installed_at,
+            self.events,
+        )
+        return SecureBootFiles(files, self._secure_boot_pieces(), menus)
+
+    def _secure_boot_pieces(self) -> SecureBootPieces:
+        return SecureBootPieces(self.config.secure_boot_dir, self.config.assets_dir)
+
     def _proxy_dhcp(self) -> IHealthCheck:
         address = self.http_address
         proxy = ProxyDHCPService(
@@ -311,6 +395,12 @@ class PxePilot:
             address.own_ipv4,
             self.events,
             http_boot_url=lambda local: f"{address.base_url(local)}{HTTP_BOOT_FILE}",
+            shim=ShimOffer(
+                SecureBootChoice(
+                    self.config.secure_boot, self.answers, self._secure_boot_pieces()
+                ).wanted,
+                lambda local: f"{address.base_url(local)}{IPXE_PATH}{SHIM}",
+            ),
         )
         proxy.setName("proxy-dhcp")
         proxy.setServiceParent(self.service)
@@ -324,7 +414,10 @@ class PxePilot:
         connection limit.
         """
         return PxePilotSite(
-            self.resource, trusted_proxies=self.config.trusted_proxies, reactor=self.reactor
+            self.resource,
+            trusted_proxies=self.config.trusted_proxies,
+            urgent=self._urgent,
+            reactor=self.reactor,
         )
 
 

@@ -10,6 +10,8 @@ C{pxe-pilot}: the operator's command line, working against a running pxe-pilot.
                                      installer accepts it (--answers DIR: offline)
     pxe-pilot tls                    the HTTPS certificate's fingerprint and the lines that
                                      pin it; --rotate for a new one (offline)
+    pxe-pilot state export|import    the host ledger as JSON lines, from or into SQLite or
+                                     PostgreSQL (offline)
 
 The server is C{--url} (C{PXE_PILOT_URL}, default C{http://127.0.0.1:8080/}); its admin
 token, when it has one, C{--admin-token} or, better, C{PXE_PILOT_ADMIN_TOKEN}.
@@ -51,6 +53,8 @@ from pxepilot.simulate_command import (
     show,
 )
 from pxepilot.simulate_command import add_parser as add_simulate_parser
+from pxepilot.state_command import add_parser as add_state_parser
+from pxepilot.state_command import state
 from pxepilot.tls import (
     PinnedPolicy,
     TLSSetupError,
@@ -164,6 +168,7 @@ def parser() -> argparse.ArgumentParser:
         help="print the findings as JSON, per file (for CI); the exit status is the same",
     )
     add_simulate_parser(commands)
+    add_state_parser(commands)
     tls = commands.add_parser(
         "tls",
         help="the HTTPS certificate's fingerprint and the DHCP, DNS and builder lines "
@@ -233,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         react(lambda reactor: ensureDeferred(_simulate(reactor, arguments, body, accept)))
     if arguments.command == "tls":
         raise SystemExit(tls(arguments, datetime.now(UTC), sys.stdout))
+    if arguments.command == "state":
+        raise SystemExit(state(arguments, sys.stdin, sys.stdout))
     if arguments.command == "status":
         try:
             arguments.mac = MacAddress.parse(arguments.mac)

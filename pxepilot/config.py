@@ -8,37 +8,48 @@ environment lookup and the documentation are all derived from it.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 from attrs import field, frozen
-from hyperlink import DecodedURL
 from twisted.logger import LogLevel
 
 from pxepilot.boot.catalogue import unknown_product
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class ConfigError(Exception):
-    """
-    A configuration value is invalid; the message names the option and the problem.
-    """
-
-
-def _port(value: int) -> int:
-    if not 0 <= value <= 65535:
-        raise ValueError(f"port {value} is outside 0-65535")
-    return value
+from pxepilot.config_parsers import (
+    MIN_TOKEN_LENGTH as MIN_TOKEN_LENGTH,
+)
+from pxepilot.config_parsers import (
+    ConfigError as ConfigError,
+)
+from pxepilot.config_parsers import (
+    IPNetwork as IPNetwork,
+)
+from pxepilot.config_parsers import (
+    bounded,
+    check_port,
+    parse_answer_check,
+    parse_base_url,
+    parse_bool,
+    parse_database_url,
+    parse_directory,
+    parse_file,
+    parse_interface,
+    parse_kernel_args,
+    parse_log_level,
+    parse_menu_default,
+    parse_networks,
+    parse_port,
+    parse_port_or_off,
+    parse_secure_boot,
+    parse_token,
+)
 
 
 def _check_port(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     try:
-        _port(value)
+        check_port(value)
     except ValueError as e:
         raise ConfigError(f"{attribute.name}: {e}") from None
 
@@ -86,6 +97,8 @@ class Config:
     @ivar menu_timeout: Seconds before the menu takes its default; 0 waits.
     @ivar kernel_args: Appended to every installer's kernel command line.
     @ivar state_dir: Holds the host database; created when missing.
+    @ivar database_url: A PostgreSQL URL: the host database is there, shared by
+        several instances, instead of in L{state_dir}. A secret (it may hold a password).
     @ivar install_once: Whether an installed host boots from its disk and is refused
         answers until it is re-armed.
     @ivar install_timeout: Seconds after its answer before an installation that has not
@@ -108,6 +121,10 @@ class Config:
     @ivar webhook_token: When set, C{POST /webhook} needs it as the body's C{token}.
     @ivar inject_webhook: Whether an answer without a C{[post-installation-webhook]}
         gets one pointing at pxe-pilot, with a token for that host.
+    @ivar secure_boot: Who proxyDHCP sends shim rather than iPXE: C{auto}, C{always} or
+        C{never} (L{pxepilot.boot.secure.SecureBootChoice}).
+    @ivar secure_boot_dir: Holds the signed C{shimx64.efi} and C{grubx64.efi}; L{None}
+        to serve the newest asset's.
     """
 
     answers_dir: Path = field(default=Path("answers"), converter=Path)
@@ -130,6 +147,7 @@ class Config:
     menu_timeout: int = 10
     kernel_args: str = ""
     state_dir: Path = field(default=Path("state"), converter=Path)
+    database_url: str | None = field(default=None, repr=False)
     install_once: bool = True
     install_timeout: float = 3600.0
     host_expiry: float = 86400.0
@@ -144,6 +162,8 @@ class Config:
     require_tls: bool = False
     webhook_token: str | None = field(default=None, repr=False)
     inject_webhook: bool = False
+    secure_boot: str = "auto"
+    secure_boot_dir: Path | None = None
 
     def http_endpoint(self) -> str:
         """
@@ -163,157 +183,6 @@ class Config:
 
 # Parsers turn the text of an option or variable into a value, or raise ValueError with
 # a message that completes "--option: ...".
-
-
-def parse_directory(text: str) -> Path:
-    if not text.strip():
-        raise ValueError("empty directory name")
-    # Absolute now: a daemonised twistd changes its working directory.
-    return Path(text).expanduser().absolute()
-
-
-MIN_TOKEN_LENGTH = 16
-
-
-def parse_token(text: str) -> str | None:
-    # The messages never repeat the value: it is a secret.
-    token = text.strip()
-    if not token:
-        return None
-    if len(token) < MIN_TOKEN_LENGTH:
-        raise ValueError(f"a token needs at least {MIN_TOKEN_LENGTH} characters")
-    if len(token) > 1024 or not all("!" <= c <= "~" for c in token):
-        raise ValueError("a token is at most 1024 printable ASCII characters, no spaces")
-    return token
-
-
-def parse_answer_check(text: str) -> str:
-    word = text.strip().lower()
-    if word not in ("warn", "refuse"):
-        raise ValueError(f"{text!r} is not warn or refuse")
-    return word
-
-
-def parse_file(text: str) -> Path | None:
-    if not text.strip():
-        return None
-    return Path(text.strip()).expanduser().absolute()
-
-
-def parse_port_or_off(text: str) -> int:
-    if text.strip() == "0":
-        return 0
-    return parse_port(text)
-
-
-def parse_port(text: str) -> int:
-    try:
-        number = int(text.strip(), 10)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a port number") from None
-    return _port(number)
-
-
-def parse_interface(text: str) -> str | None:
-    # None (all, 0.0.0.0) is every IPv4 address; :: is every IPv6 address and, as Linux
-    # sockets are dual-stack unless net.ipv6.bindv6only is set, every IPv4 one too.
-    if text.strip().lower() in ("", "all", "*", "0.0.0.0"):
-        return None
-    try:
-        address = ipaddress.ip_address(text.strip().strip("[]"))
-    except ValueError:
-        raise ValueError(f"{text!r} is not an IPv4 or IPv6 address, '::' or 'all'") from None
-    if isinstance(address, ipaddress.IPv6Address) and (address.scope_id or address.is_link_local):
-        # A link-local address needs its link named in each bind and URL; iPXE's can't.
-        raise ValueError(f"{text!r} is link-local; give a global or unique-local one, or '::'")
-    mapped = getattr(address, "ipv4_mapped", None)
-    return str(mapped or address)
-
-
-_TRUE = frozenset({"true", "yes", "on", "1"})
-_FALSE = frozenset({"false", "no", "off", "0"})
-
-
-def parse_bool(text: str) -> bool:
-    word = text.strip().lower()
-    if word in _TRUE:
-        return True
-    if word in _FALSE:
-        return False
-    raise ValueError(f"{text!r} is not true or false")
-
-
-_LOG_LEVELS: dict[str, LogLevel] = {
-    "debug": LogLevel.debug,
-    "info": LogLevel.info,
-    "warning": LogLevel.warn,
-    "warn": LogLevel.warn,
-    "error": LogLevel.error,
-}
-
-
-def parse_log_level(text: str) -> LogLevel:
-    try:
-        return _LOG_LEVELS[text.strip().lower()]
-    except KeyError:
-        raise ValueError(f"{text!r} is not one of debug, info, warning, error") from None
-
-
-def parse_base_url(text: str) -> str | None:
-    if not text.strip():
-        return None
-    try:
-        url = DecodedURL.from_text(text.strip())
-    except Exception:
-        bare_ipv6 = "::" in text and "[" not in text
-        hint = " (an IPv6 address goes in brackets: [fd00::1])" if bare_ipv6 else ""
-        raise ValueError(f"{text!r} is not a URL{hint}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"{text!r} is not an absolute http:// or https:// URL")
-    if url.query or url.fragment:
-        raise ValueError(f"{text!r}: a base URL has no query or fragment")
-    rendered: str = url.to_text()
-    return rendered if rendered.endswith("/") else rendered + "/"
-
-
-def _bounded(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            number = int(text.strip(), 10)
-        except ValueError:
-            raise ValueError(f"{text!r} is not a whole number") from None
-        if not low <= number <= high:
-            raise ValueError(f"{number} is outside {low}-{high}")
-        return number
-
-    return parse
-
-
-def parse_menu_default(text: str) -> str:
-    value = text.strip()
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*(/[A-Za-z0-9][A-Za-z0-9._+-]*)?", value):
-        raise ValueError(
-            f"{text!r} is not auto, local, shell, a product (proxmox-ve) or a version "
-            "(proxmox-ve/9.1-1)"
-        )
-    return value
-
-
-def parse_kernel_args(text: str) -> str:
-    value = " ".join(text.split())
-    if value and not re.fullmatch(r"[A-Za-z0-9_.,:/=+@-]+( [A-Za-z0-9_.,:/=+@-]+)*", value):
-        raise ValueError(f"{text!r} has characters a kernel command line here may not have")
-    return value
-
-
-def parse_networks(text: str) -> tuple[IPNetwork, ...]:
-    networks = []
-    for item in text.replace(",", " ").split():
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ValueError(f"{item!r} is not an address or CIDR network") from None
-    return tuple(networks)
 
 
 @frozen
@@ -442,7 +311,7 @@ SETTINGS: tuple[Setting, ...] = (
         "PXE_PILOT_MENU_TIMEOUT",
         "10",
         "seconds before the boot menu takes its default; 0 waits for a person",
-        _bounded(0, 3600),
+        bounded(0, 3600),
         metavar="SECONDS",
     ),
     Setting(
@@ -460,7 +329,7 @@ SETTINGS: tuple[Setting, ...] = (
         "PXE_PILOT_TFTP_MAX_BLKSIZE",
         "65464",
         "largest TFTP block size granted (8-65464)",
-        _bounded(8, 65464),
+        bounded(8, 65464),
         metavar="BYTES",
     ),
     Setting(
@@ -469,7 +338,7 @@ SETTINGS: tuple[Setting, ...] = (
         "PXE_PILOT_TFTP_MAX_WINDOWSIZE",
         "64",
         "largest TFTP window granted, in blocks (1-65535)",
-        _bounded(1, 65535),
+        bounded(1, 65535),
         metavar="BLOCKS",
     ),
     Setting(
@@ -478,7 +347,7 @@ SETTINGS: tuple[Setting, ...] = (
         "PXE_PILOT_TFTP_MAX_TRANSFERS",
         "200",
         "concurrent TFTP transfers in all",
-        _bounded(1, 100000),
+        bounded(1, 100000),
         metavar="N",
     ),
     Setting(
@@ -487,7 +356,7 @@ SETTINGS: tuple[Setting, ...] = (
         "PXE_PILOT_TFTP_MAX_PER_CLIENT",
         "8",
         "concurrent TFTP transfers from one address",
-        _bounded(1, 100000),
+        bounded(1, 100000),
         metavar="N",
     ),
     Setting(
@@ -496,7 +365,7 @@ SETTINGS: tuple[Setting, ...] = (
         "PXE_PILOT_TFTP_MAX_TRANSFER_TIME",
         "3600",
         "longest a TFTP transfer may take, in seconds",
-        _bounded(1, 7 * 86400),
+        bounded(1, 7 * 86400),
         metavar="SECONDS",
     ),
     Setting(
@@ -507,6 +376,16 @@ SETTINGS: tuple[Setting, ...] = (
         "directory of the host database (created when missing)",
         parse_directory,
         metavar="DIR",
+    ),
+    Setting(
+        "database_url",
+        "database",
+        "PXE_PILOT_DATABASE_URL",
+        "",
+        "PostgreSQL URL of a host database shared by several instances (default: SQLite "
+        "in --state)",
+        parse_database_url,
+        metavar="URL",
     ),
     Setting(
         "install_once",
@@ -523,7 +402,7 @@ SETTINGS: tuple[Setting, ...] = (
         "PXE_PILOT_INSTALL_TIMEOUT",
         "3600",
         "seconds after the answer before an installation without a report has failed",
-        _bounded(60, 7 * 86400),
+        bounded(60, 7 * 86400),
         metavar="SECONDS",
     ),
     Setting(
@@ -533,7 +412,7 @@ SETTINGS: tuple[Setting, ...] = (
         "86400",
         "seconds after its last event before a host never served an answer nor installed "
         "is forgotten",
-        _bounded(60, 366 * 86400),
+        bounded(60, 366 * 86400),
         metavar="SECONDS",
     ),
     Setting(
@@ -627,6 +506,25 @@ SETTINGS: tuple[Setting, ...] = (
         parse_bool,
         flag=True,
     ),
+    Setting(
+        "secure_boot",
+        "secure-boot",
+        "PXE_PILOT_SECURE_BOOT",
+        "auto",
+        "who proxyDHCP sends shimx64.efi rather than iPXE: auto (the hosts whose boot "
+        "settings say so), always or never",
+        parse_secure_boot,
+        metavar="WHEN",
+    ),
+    Setting(
+        "secure_boot_dir",
+        "secure-boot-dir",
+        "PXE_PILOT_SECURE_BOOT_DIR",
+        "",
+        "directory with the signed shimx64.efi and grubx64.efi (default: the newest asset's)",
+        parse_file,
+        metavar="DIR",
+    ),
 )
 
 
@@ -668,6 +566,8 @@ def load_config(options: Mapping[str, object], environ: Mapping[str, str]) -> Co
     directories = [("answers", config.answers_dir), ("assets", config.assets_dir)]
     if config.boot_enabled:
         directories.append(("tftp-root", config.tftp_root))
+    if config.secure_boot_dir is not None:
+        directories.append(("secure-boot-dir", config.secure_boot_dir))
     if config.proxy_dhcp and not config.boot_enabled:
         raise ConfigError(
             f"{sources.get('proxy-dhcp', '--proxy-dhcp')}: proxyDHCP sends machines to "

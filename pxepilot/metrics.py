@@ -146,6 +146,28 @@ class Metrics:
             )
         )
 
+    def watch_host_backlog(self, kept: Callable[[], int], dropped: Callable[[], int]) -> None:
+        """
+        Events kept while the host store cannot be reached, and those dropped because too
+        many were kept already.
+        """
+        self.registry.register(
+            _Reading(
+                GaugeMetricFamily,
+                "pxepilot_hosts_events_kept",
+                "Events kept in memory until the host database is back",
+                kept,
+            )
+        )
+        self.registry.register(
+            _Reading(
+                CounterMetricFamily,
+                "pxepilot_hosts_events_dropped",
+                "Events dropped while the host database was down: more were kept already",
+                dropped,
+            )
+        )
+
     def watch_tftp(
         self, outcomes: Mapping[str, int], bytes_sent: Callable[[], int], active: Callable[[], int]
     ) -> None:

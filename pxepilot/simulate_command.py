@@ -23,7 +23,8 @@ from pxepilot.answers.lint import Finding
 from pxepilot.answers.request import BadInstallerRequest, parse_installer_request
 from pxepilot.answers.service import AnswerService
 from pxepilot.answers.versions import NEWEST, OLDEST, InstallerVersion
-from pxepilot.config import ConfigError, parse_answer_check, parse_bool
+from pxepilot.config import ConfigError
+from pxepilot.config_parsers import parse_answer_check, parse_bool
 from pxepilot.macs import MacAddress, MacAddressError, describe
 from pxepilot.simulate import PRODUCTS, StateUnreadable, evaluate, installer_body, read_hosts
 

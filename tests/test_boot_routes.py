@@ -545,6 +545,7 @@ def test_hosts_reports_boot_settings(answers_dir: AnswersDir, assets: Path) -> N
             "used": True,
             "default": None,
             "timeout": None,
+            "secure_boot": None,
         },
         {
             "mac": MAC,
@@ -554,6 +555,7 @@ def test_hosts_reports_boot_settings(answers_dir: AnswersDir, assets: Path) -> N
             "used": False,
             "default": "shell",
             "timeout": None,
+            "secure_boot": None,
         },
         {
             "mac": MAC,
@@ -563,6 +565,7 @@ def test_hosts_reports_boot_settings(answers_dir: AnswersDir, assets: Path) -> N
             "used": True,
             "default": "proxmox-ve",
             "timeout": 5,
+            "secure_boot": None,
         },
     ]
     sidecar_names = [h["file"] for h in json.loads(body)["hosts"]]

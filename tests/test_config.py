@@ -80,6 +80,7 @@ def test_environment_sets_every_setting(dirs: Path) -> None:
         "PXE_PILOT_MENU_TIMEOUT": "0",
         "PXE_PILOT_KERNEL_ARGS": "console=ttyS0,115200  nomodeset",
         "PXE_PILOT_STATE_DIR": str(other / "state"),
+        "PXE_PILOT_DATABASE_URL": "postgresql://pxe@db.example.com/fleet",
         "PXE_PILOT_INSTALL_ONCE": "no",
         "PXE_PILOT_INSTALL_TIMEOUT": "7200",
         "PXE_PILOT_HOST_EXPIRY": "3600",
@@ -93,6 +94,8 @@ def test_environment_sets_every_setting(dirs: Path) -> None:
         "PXE_PILOT_REQUIRE_TLS": "on",
         "PXE_PILOT_WEBHOOK_TOKEN": "webhook-token-0123456789",
         "PXE_PILOT_INJECT_WEBHOOK": "true",
+        "PXE_PILOT_SECURE_BOOT": "Never",
+        "PXE_PILOT_SECURE_BOOT_DIR": str(other),
     }
     assert set(environ) == {s.env for s in SETTINGS}
     config = load_config({}, environ)
@@ -120,6 +123,7 @@ def test_environment_sets_every_setting(dirs: Path) -> None:
         menu_timeout=0,
         kernel_args="console=ttyS0,115200 nomodeset",
         state_dir=other / "state",
+        database_url="postgresql://pxe@db.example.com/fleet",
         install_once=False,
         install_timeout=7200,
         host_expiry=3600,
@@ -133,6 +137,8 @@ def test_environment_sets_every_setting(dirs: Path) -> None:
         require_tls=True,
         webhook_token="webhook-token-0123456789",
         inject_webhook=True,
+        secure_boot="never",
+        secure_boot_dir=other,
     )
 
 

@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred, fail
 
 from pxepilot.events import TransferFinished
 from pxepilot.hosts.model import EventKind, HostState
+from pxepilot.hosts.store import StoreUnavailable
 from pxepilot.macs import MacAddress
 from tests.conftest import AnswersDir, fixture_bytes, result_of
 from tests.test_boot_routes import default_entry, publish
@@ -237,6 +238,22 @@ def test_webhook_is_not_acknowledged_when_it_cannot_be_saved(client: Client) -> 
     assert (code, health["status"], health["hosts"]["status"]) == (200, "degraded", "degraded")
     assert "No space left on device" in health["hosts"]["error"]
     assert str(client.pilot.config.state_dir) not in json.dumps(health)
+
+
+def test_webhook_is_refused_with_503_when_the_database_is_unreachable(client: Client) -> None:
+    """
+    A report that finds the host database unreachable is refused with 503 and a
+    Retry-After, as the ones after it are: the installer sends it again later.
+    """
+
+    def unreachable(work: Any) -> Deferred[Any]:
+        return fail(StoreUnavailable("cannot reach the state database postgresql://pxe@db/"))
+
+    client.pilot.ledger._run = unreachable
+    code, headers, body = client.request("POST", WEBHOOK, data=webhook_body())
+    assert code == 503
+    assert headers.get("retry-after") == "30"
+    assert "database is down" in json.loads(body)["error"]
 
 
 def test_host_status_has_the_timeline(client: Client) -> None:

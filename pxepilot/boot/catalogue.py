@@ -68,6 +68,8 @@ class Asset:
     answer_url: str | None = None
     cert_fingerprint: str | None = None
     efi_initrds: tuple[Initrd, ...] = ()
+    # The signed shim and GRUB it carries (asset.json's "secure_boot"), relative paths.
+    secure_boot: tuple[str, str] | None = None
 
     def initrds_for(self, efi: bool) -> tuple[Initrd, ...]:
         """
@@ -198,7 +200,28 @@ def read_asset(directory: Path, relative: str) -> Asset:
         mtime=mtime,
         answer_url=answer_url,
         cert_fingerprint=cert_fingerprint,
+        secure_boot=_secure_boot_pieces(data.get("secure_boot"), files),
     )
+
+
+_PIECE = re.compile(rf"secure-boot/{SAFE_NAME.pattern}")
+
+
+def _secure_boot_pieces(described: Any, files: dict[str, Any]) -> tuple[str, str] | None:
+    """
+    The shim and GRUB files C{asset.json} names, when both are plain names under
+    C{secure-boot/} that it lists among its files and the GRUB is not known to lack
+    network support; L{None} otherwise.
+    """
+    if not isinstance(described, dict):
+        return None
+    pieces = [described.get(part) for part in ("shim", "grub")]
+    if isinstance(pieces[1], dict) and pieces[1].get("network") is False:
+        return None
+    names = [piece.get("file") if isinstance(piece, dict) else None for piece in pieces]
+    if not all(isinstance(n, str) and _PIECE.fullmatch(n) and n in files for n in names):
+        return None
+    return (str(names[0]), str(names[1]))
 
 
 def read_pxe_directory(directory: Path, relative: str) -> Asset:

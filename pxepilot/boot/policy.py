@@ -7,6 +7,7 @@ unknown keys):
 
     default = "proxmox-ve/9.1-1"   # or "auto", "local", "shell", or a product: "proxmox-ve"
     timeout = 5                    # seconds; 0 waits for a person
+    secure-boot = "always"         # or "never", "auto": what proxyDHCP sends (secure.py)
 """
 
 from __future__ import annotations
@@ -56,10 +57,12 @@ class BootSettings:
     @ivar default: C{auto}, C{local}, C{shell}, a product (C{proxmox-ve}) or a version
         (C{proxmox-ve/9.1-1}); L{None} when not set (a sidecar with only a timeout).
     @ivar timeout: Seconds before the default is taken; 0 waits; L{None} when not set.
+    @ivar secure_boot: C{always}, C{never} or C{auto}; L{None} when not set.
     """
 
     default: str | None = AUTO
     timeout: int | None = None
+    secure_boot: str | None = None
 
 
 def parse_sidecar(data: bytes) -> BootSettings:
@@ -73,9 +76,12 @@ def parse_sidecar(data: bytes) -> BootSettings:
         # fails with a plain ValueError on integers too long to convert and with a
         # RecursionError on deeply nested arrays or tables.
         raise SidecarError(f"not valid TOML: {e}") from None
-    unknown = sorted(set(document) - {"default", "timeout"})
+    unknown = sorted(set(document) - {"default", "timeout", "secure-boot"})
     if unknown:
-        raise SidecarError(f"unknown key {unknown[0]!r} (known: default, timeout)")
+        raise SidecarError(f"unknown key {unknown[0]!r} (known: default, timeout, secure-boot)")
+    secure_boot = document.get("secure-boot")
+    if secure_boot is not None and secure_boot not in ("auto", "always", "never"):
+        raise SidecarError("secure-boot must be auto, always or never")
     default = document.get("default")
     if default is not None and (not isinstance(default, str) or not default.strip()):
         raise SidecarError("default must be a non-empty string")
@@ -86,7 +92,7 @@ def parse_sidecar(data: bytes) -> BootSettings:
         or not 0 <= timeout <= MAX_TIMEOUT
     ):
         raise SidecarError(f"timeout must be a whole number of seconds, 0-{MAX_TIMEOUT}")
-    return BootSettings(default.strip() if default is not None else None, timeout)
+    return BootSettings(default.strip() if default is not None else None, timeout, secure_boot)
 
 
 def _resolve(target: str, assets: Sequence[Asset]) -> Asset | str | None:
@@ -280,6 +286,7 @@ def inspect_sidecars(files: IAnswerFiles, listing: AnswerListing) -> list[dict[s
                 "used": listing.sidecar_for(sidecar.mac) == sidecar,
                 "default": settings.default if settings else None,
                 "timeout": settings.timeout if settings else None,
+                "secure_boot": settings.secure_boot if settings else None,
             }
         )
     return report

@@ -11,6 +11,8 @@ information, and never offers an address.
 - UEFI HTTP Boot firmware (vendor class C{HTTPClient}, x86-64: option 93 = 16) gets
   the HTTP URL of C{ipxe.efi} on pxe-pilot's HTTP side, and option 60 C{HTTPClient},
   without which it ignores the offer.
+- UEFI x86-64 machines chosen for Secure Boot (L{ShimOffer}) get C{shimx64.efi}, or
+  over HTTP Boot its URL, instead of iPXE: shim then loads GRUB from beside it.
 - iPXE (user class C{iPXE}) gets the HTTP URL of C{boot.ipxe}.
 - Everything else (no C{PXEClient} or C{HTTPClient}, another architecture, another
   message, a hardware type other than Ethernet) gets nothing. Malformed packets are
@@ -56,6 +58,7 @@ PXE_PORT = 4011
 
 BIOS_FILE = "undionly.kpxe"
 EFI_FILE = "ipxe.efi"
+SHIM_FILE = "shimx64.efi"
 # RFC 4578 client architectures: BIOS, and the two codes x86-64 UEFI firmwares send.
 BIOS = 0
 EFI_X86_64 = frozenset({7, 9})
@@ -92,6 +95,19 @@ class Reply:
 
 
 @frozen
+class ShimOffer:
+    """
+    Who is sent the signed shim rather than iPXE, and its URL for HTTP Boot.
+
+    @ivar wanted: Whether the machine of that MAC address gets shim.
+    @ivar http_url: The HTTP URL of C{shimx64.efi} as seen from pxe-pilot's address.
+    """
+
+    wanted: Callable[[MacAddress], bool]
+    http_url: Callable[[str], str]
+
+
+@frozen
 class Decision:
     outcome: Outcome
     reply: Reply | None = None
@@ -105,6 +121,7 @@ def decide(
     boot_script_url: Callable[[str], str],
     sender: tuple[str, int],
     http_boot_url: Callable[[str], str] | None = None,
+    shim: ShimOffer | None = None,
 ) -> Decision:
     """
     The answer to C{request}, received on C{port} at pxe-pilot's address C{local} from
@@ -113,6 +130,7 @@ def decide(
     @param boot_script_url: The URL of C{boot.ipxe} as seen from C{local}.
     @param http_boot_url: The HTTP URL of C{ipxe.efi} as seen from C{local}, for UEFI
         HTTP Boot firmware; without it, such firmware is not answered.
+    @param shim: Who gets shim instead of iPXE; without it, nobody.
     """
     if request.op != BOOTREQUEST or request.htype != 1 or request.hlen != 6:
         return Decision(Outcome.IGNORED, detail="not an Ethernet boot request")
@@ -144,11 +162,17 @@ def decide(
             return Decision(
                 Outcome.UNSUPPORTED_ARCH, detail=f"HTTP boot client architecture {arch}"
             )
-        boot_file, firmware = http_boot_url(local), "UEFI x86-64 HTTP"
+        if shim is not None and shim.wanted(MacAddress(request.chaddr[:6])):
+            boot_file, firmware = shim.http_url(local), "UEFI x86-64 HTTP, Secure Boot"
+        else:
+            boot_file, firmware = http_boot_url(local), "UEFI x86-64 HTTP"
     elif arch == BIOS:
         boot_file, firmware = BIOS_FILE, "BIOS"
     elif arch in EFI_X86_64:
-        boot_file, firmware = EFI_FILE, "UEFI x86-64"
+        if shim is not None and shim.wanted(MacAddress(request.chaddr[:6])):
+            boot_file, firmware = SHIM_FILE, "UEFI x86-64, Secure Boot"
+        else:
+            boot_file, firmware = EFI_FILE, "UEFI x86-64"
     else:
         return Decision(Outcome.UNSUPPORTED_ARCH, detail=f"client architecture {arch}")
 
@@ -221,10 +245,12 @@ class ProxyDHCPServer(DatagramProtocol):
         outcomes: Counter[str] | None = None,
         events: IEvents | None = None,
         http_boot_url: Callable[[str], str] | None = None,
+        shim: ShimOffer | None = None,
     ) -> None:
         self.port_number = port
         self._boot_script_url = boot_script_url
         self._http_boot_url = http_boot_url
+        self._shim = shim
         self._fallback_address = fallback_address
         self.outcomes: Counter[str] = outcomes if outcomes is not None else Counter()
         self.events: IEvents = events if events is not None else EventBus()
@@ -262,7 +288,13 @@ class ProxyDHCPServer(DatagramProtocol):
             )
             return
         decision = decide(
-            request, self.port_number, local, self._boot_script_url, sender, self._http_boot_url
+            request,
+            self.port_number,
+            local,
+            self._boot_script_url,
+            sender,
+            self._http_boot_url,
+            self._shim,
         )
         mac = mac_of(request)
         self._count(decision.outcome, mac, decision.detail)

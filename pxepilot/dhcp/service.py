@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFDSet
 from zope.interface import implementer
 
-from pxepilot.dhcp.proxy import DHCP_SERVER_PORT, PXE_PORT, ProxyDHCPServer
+from pxepilot.dhcp.proxy import DHCP_SERVER_PORT, PXE_PORT, ProxyDHCPServer, ShimOffer
 from pxepilot.dhcp.sharing import PortHolder, listen_beside_dhcp_server, name_the_holder
 from pxepilot.events import IEvents
 from pxepilot.health import ComponentHealth, IHealthCheck
@@ -89,6 +89,7 @@ class ProxyDHCPService(MultiService):
         events: IEvents | None = None,
         ports: tuple[int, int] = (DHCP_SERVER_PORT, PXE_PORT),
         http_boot_url: Callable[[str], str] | None = None,
+        shim: ShimOffer | None = None,
     ) -> None:
         super().__init__()
         self.outcomes: Counter[str] = Counter()
@@ -101,6 +102,7 @@ class ProxyDHCPService(MultiService):
                 self.outcomes,
                 events,
                 http_boot_url=http_boot_url,
+                shim=shim,
             )
             listener = _ProxyPort(reactor, server, number)
             listener.setServiceParent(self)

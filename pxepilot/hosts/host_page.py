@@ -180,6 +180,12 @@ def _facts(host: Host, timeline: Sequence[Event], now: float) -> str:
         _fact("Answer served", host.answer),
         _fact("Chosen by", host.rule),
         _fact("Webhook token", "issued" if host.webhook_token else None),
+        _fact(
+            "Secure Boot",
+            f"booted through the signed chain (shim, GRUB) on {when(host.secure_boot_at)}"
+            if host.secure_boot_at
+            else None,
+        ),
     ]
     if installation is not None:
         disks = "; ".join(

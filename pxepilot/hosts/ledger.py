@@ -16,14 +16,11 @@ import heapq
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import partial
-from itertools import groupby
 from typing import Any, TypeVar
 
-from attrs import frozen
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
-from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
@@ -33,7 +30,13 @@ from pxepilot.address import plain_address
 from pxepilot.answers.identity import model_key, serial_key, uuid_key
 from pxepilot.hosts.model import Event, EventKind, Host, HostState, advance
 from pxepilot.hosts.neighbours import NeighbourLookup, no_neighbours
-from pxepilot.hosts.store import IHostStore
+from pxepilot.hosts.store import IHostStore, StoreUnavailable
+from pxepilot.hosts.turns import (
+    Outcome,
+    _StoreCall,
+    run_in_turn,
+    unreachable,
+)
 from pxepilot.logs import logger
 from pxepilot.macs import MacAddress, MacAddressError
 
@@ -50,6 +53,12 @@ ADDRESS_MEMORY = 3600.0
 # memory, the database and the host list that requests nobody authenticates can fill.
 # Hosts that were served an answer or installed are kept even beyond it.
 MAX_HOSTS = 10_000
+
+# The most events kept in memory while the store cannot be reached, to be saved when it
+# is back: hours of a busy fleet's events; beyond it, events are dropped and counted.
+MAX_BACKLOG = 10_000
+# The longest wait, in seconds, between two attempts to reach a store that is down.
+MAX_BACKOFF = 30.0
 
 # Why a host was forgotten: silent for the host expiry, or given up for a newer one.
 EXPIRED = "expired"
@@ -109,56 +118,6 @@ def run_here(work: Callable[[], T]) -> Deferred[T]:
     return maybeDeferred(work)
 
 
-@frozen
-class _StoreCall:
-    """
-    A call of the store waiting for its turn on the worker thread.
-
-    @ivar save: The event and the host after it, for a save; saves next to each other
-        in the queue are written together.
-    @ivar call: Any other call (a removal, a timeline read), run alone.
-    @ivar done: Fires with the call's result once it ran, or fails with its error.
-    """
-
-    save: tuple[Event, Host] | None
-    call: Callable[[], Any]
-    done: Deferred[Any]
-
-
-Outcome = tuple[bool, Any]
-
-
-def _outcome(call: Callable[[], Any]) -> Outcome:
-    try:
-        return True, call()
-    except Exception as e:
-        return False, e
-
-
-def run_in_turn(store: IHostStore, calls: Sequence[_StoreCall]) -> list[Outcome]:
-    """
-    Run C{calls} in order, on the worker thread: each run of saves next to each other as
-    one L{IHostStore.save_many}, which makes them durable with one write to the disk;
-    each other call alone. Each call's outcome: C{(True, result)} or C{(False, error)}.
-
-    A call's failure is its caller's alone: saves that cannot be made together are made
-    one by one, so that only the events that cannot be saved fail.
-    """
-    outcomes: list[Outcome] = []
-    for saving, run in groupby(calls, key=lambda call: call.save is not None):
-        together = list(run)
-        if not saving:
-            outcomes += [_outcome(call.call) for call in together]
-            continue
-        saves = [call.save for call in together if call.save is not None]
-        at_once = _outcome(partial(store.save_many, saves))
-        if at_once[0] or len(together) == 1:
-            outcomes += [at_once] * len(together)
-        else:
-            outcomes += [_outcome(call.call) for call in together]
-    return outcomes
-
-
 def installed_by_identity(
     hosts: Iterable[Host], uuid: str | None, serial: str | None
 ) -> Host | None:
@@ -206,6 +165,10 @@ class HostLedger(Service):
         was full of hosts it keeps.
     @ivar not_saved: Events recorded in memory since start that the store failed to
         save.
+    @ivar store_down: Why the store cannot be reached (L{StoreUnavailable}); L{None}
+        while it can. While it is down, events are kept in L{backlog}, at most
+        C{max_backlog} of them (L{dropped} counts the rest), and saved when it is back;
+        the ledger tries again with a backoff doubling up to L{MAX_BACKOFF} seconds.
     """
 
     def __init__(
@@ -218,6 +181,7 @@ class HostLedger(Service):
         wall_clock: Callable[[], float] = time.time,
         host_expiry: float = 86400.0,
         max_hosts: int = MAX_HOSTS,
+        max_backlog: int = MAX_BACKLOG,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -249,6 +213,15 @@ class HostLedger(Service):
         self._running: Deferred[list[Outcome]] | None = None
         # Why the latest save failed; None once one succeeds again.
         self.last_failure: str | None = None
+        self.store_down: str | None = None
+        self.backlog: list[tuple[Event, Host]] = []
+        self.max_backlog = max_backlog
+        self.dropped = 0
+        self._retry: IDelayedCall | None = None
+        self._backoff = 1.0
+        # Events of each host recorded here and not saved yet: what the store holds of
+        # such a host is older than what the ledger does.
+        self._unsaved: Counter[MacAddress] = Counter()
         self._watch = LoopingCall(self._tick)
         self._watch.clock = clock
 
@@ -265,8 +238,15 @@ class HostLedger(Service):
         super().stopService()
         if self._watch.running:
             self._watch.stop()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
 
         def close(_: object) -> None:
+            if self.backlog:
+                log.error(
+                    "stopped with {count} events the host store could not save: they are lost",
+                    count=len(self.backlog),
+                )
             stop = getattr(self._run, "stop", None)
             if stop is not None:
                 stop()
@@ -309,6 +289,15 @@ class HostLedger(Service):
             if call.save is not None:
                 self.last_failure = None if ok else str(getattr(value, "value", value))
                 self.not_saved += not ok
+                if not ok and unreachable(value):
+                    self._keep(call.save)
+                    self.store_lost(str(getattr(value, "value", value)))
+                else:
+                    self._unsaved[call.save[0].mac] -= 1
+                if ok and isinstance(value, dict):
+                    # A shared store's hosts as saved, with other instances' changes.
+                    mac = call.save[0].mac
+                    self.replace(mac, value.get(mac, self.hosts.get(mac)))
             if ok:
                 call.done.callback(value)
             else:
@@ -356,9 +345,100 @@ class HostLedger(Service):
             previous_state=before.state.value if before else None,
             event=kind.value,
         )
+        self._unsaved[mac] += 1
+        if self.store_down is not None:
+            # Kept to be saved when the store is back; not durable, so not acknowledged.
+            self._keep((event, host))
+            self.not_saved += 1
+            return fail(StoreUnavailable(self.store_down))
         store = self._store
         saved = self._in_turn((event, host), lambda: store.save(event, host))
         return saved.addCallback(lambda _: host)
+
+    # -- a store that cannot be reached
+
+    def _keep(self, save: tuple[Event, Host]) -> None:
+        if len(self.backlog) < self.max_backlog:
+            self.backlog.append(save)
+            return
+        if not self.dropped:
+            log.error(
+                "{count} events wait for the host store to be back: newer ones are dropped",
+                count=len(self.backlog),
+            )
+        self.dropped += 1
+        self._unsaved[save[0].mac] -= 1
+
+    def store_lost(self, reason: str) -> None:
+        """
+        The store cannot be reached: keep events until it can, and try it again later.
+        """
+        if self.store_down is None:
+            log.error(
+                "the host store is down, events are kept until it is back: {reason}", reason=reason
+            )
+        self.store_down = reason
+        if self._retry is None or not self._retry.active():
+            self._retry = self._clock.callLater(self._backoff, self.store_regained)
+            self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+
+    def store_regained(self) -> Deferred[None]:
+        """
+        Try the store again: save the events kept while it was down, in one call. The
+        result fires once they are saved, or once the store is found down again.
+        """
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        if self.store_down is None and not self.backlog:
+            return succeed(None)
+        kept, self.backlog = self.backlog, []
+        store = self._store
+        # Out of the saves' way, as a call of its own: its failure is not theirs.
+        # With nothing kept, saving nothing still asks the store whether it is back.
+        flushed = self._in_turn(None, lambda: store.save_many(kept))
+
+        def saved(result: object) -> None:
+            for event, _host in kept:
+                self._unsaved[event.mac] -= 1
+            if isinstance(result, dict):
+                for mac, host in result.items():
+                    self.replace(mac, host)
+            if self.store_down is not None:
+                log.info("the host store is back; {count} events kept were saved", count=len(kept))
+            self.store_down = self.last_failure = None
+            self._backoff = 1.0
+            if self.backlog:
+                self.store_regained()
+
+        def failed(failure: Failure) -> None:
+            self.backlog[:0] = kept
+            self.store_lost(str(failure.value))
+
+        return flushed.addCallbacks(saved, failed)
+
+    def replace(self, mac: MacAddress, host: Host | None) -> None:
+        """
+        Take C{host} as C{mac}'s state (L{None}: forgotten), as the store holds it after
+        a change another instance made. Ignored while an event of that host recorded here
+        is not saved: the store's is then older, and a newer one will be announced.
+        """
+        if self._unsaved[mac] > 0:
+            return
+        del self._unsaved[mac]
+        before = self.hosts.pop(mac, None)
+        self._index(before, None)
+        self._sightings.pop(mac, None)
+        if host is not None:
+            self.hosts[mac] = host
+            self._index(None, host)
+            if sighting_only(host):
+                self._sightings[mac] = None
+
+    def in_turn(self, call: Callable[[], T]) -> Deferred[T]:
+        """
+        Run C{call} (of the store) on the worker thread, after every call before it.
+        """
+        return self._in_turn(None, call)
 
     def note(self, mac: MacAddress, kind: EventKind, summary: str, **detail: Any) -> None:
         """

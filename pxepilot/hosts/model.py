@@ -154,6 +154,9 @@ class Host:
     @ivar installation: What the installer reported.
     @ivar webhook_token: Whether its last answer carried a webhook token pxe-pilot
         added for it: its installation report must then carry that token.
+    @ivar secure_boot_at: When its firmware last loaded the signed shim (over TFTP or
+        HTTP): it boots through the Secure Boot chain; L{None} when it never did, or
+        booted through iPXE since.
     """
 
     mac: MacAddress
@@ -170,6 +173,7 @@ class Host:
     installed_at: float | None = None
     installation: Installation | None = None
     webhook_token: bool = False
+    secure_boot_at: float | None = None
 
     @property
     def installed(self) -> bool:
@@ -191,6 +195,7 @@ class Host:
             "installed_at": self.installed_at,
             "installation": self.installation.as_json() if self.installation else None,
             "webhook_token": self.webhook_token,
+            "secure_boot_at": self.secure_boot_at,
         }
 
     @classmethod
@@ -212,7 +217,31 @@ class Host:
             installed_at=data.get("installed_at"),
             installation=Installation.from_json(installation) if installation else None,
             webhook_token=bool(data.get("webhook_token", False)),
+            secure_boot_at=data.get("secure_boot_at"),
         )
+
+
+# The signed shim's names, over TFTP (any directory) and over HTTP (/ipxe/): the
+# firmware that loads it boots through the Secure Boot chain.
+SHIM_NAMES = ("shimx64.efi", "ipxe/shimx64.efi")
+
+
+def _secure_boot_at(host: Host, event: Event) -> float | None:
+    """
+    When C{host} last loaded shim, after C{event}: a complete transfer of shim is a
+    boot through the signed chain, iPXE's boot script one through iPXE.
+    """
+    detail = event.detail
+    file = str(detail.get("file", ""))
+    over_tftp = event.kind is EventKind.TFTP and detail.get("outcome") == "complete"
+    if over_tftp and file.rpartition("/")[2] == SHIM_NAMES[0]:
+        return event.at
+    over_http = event.kind is EventKind.DOWNLOAD_ENDED and detail.get("complete")
+    if over_http and file in SHIM_NAMES:
+        return event.at
+    if event.kind is EventKind.SCRIPT and detail.get("script") == "boot.ipxe":
+        return None
+    return host.secure_boot_at
 
 
 # Events that show a machine network-booting.
@@ -283,4 +312,5 @@ def advance(host: Host | None, event: Event) -> Host:
         changes["installation"] = Installation.from_json(detail.get("installation", {}))
     elif event.kind is EventKind.REARMED:
         changes["installed_at"] = None
+    changes["secure_boot_at"] = _secure_boot_at(host, event)
     return attrs.evolve(host, **changes)

@@ -101,7 +101,9 @@ def _row(host: Host, now: float) -> str:
         _cell("MAC", f'<a href="{host_link(host.mac)}">{escape(str(host.mac))}</a>', "mac"),
         _cell(
             "State",
-            f'{state_badge(host)} <span class="age">{escape(age(now - host.since))}</span>',
+            f'{state_badge(host)} <span class="age">{escape(age(now - host.since))}</span>'
+            # Its latest boot went through the signed chain (shim, GRUB): Secure Boot.
+            + (' <span class="age">Secure Boot</span>' if host.secure_boot_at else ""),
             "status",
         ),
         _cell("Product", escape(product) or "&ndash;"),

@@ -1,5 +1,6 @@
 """
-Where host states and timelines are kept: behind L{IHostStore}, in SQLite by default.
+Where host states and timelines are kept: behind L{IHostStore}, in SQLite by default,
+in PostgreSQL (L{pxepilot.hosts.postgres}) for several instances sharing one fleet.
 
 The store's methods block (they write to disk); L{pxepilot.hosts.ledger.HostLedger}
 calls them from one worker thread, in order, never from the reactor.
@@ -30,6 +31,18 @@ class StoreError(Exception):
     """
 
 
+class StoreUnavailable(StoreError):
+    """
+    The store cannot be reached now (a database server down or cut off): the call
+    changed nothing, and the same call may succeed later.
+    """
+
+
+# What an installer is told when its report cannot be stored now (with a 503).
+REPORT_LATER = "the host database is down; send the report again later"
+REPORT_RETRY_SECONDS = 30
+
+
 class IHostStore(Interface):
     """
     Keeps every host's latest state and its timeline. A shared database can take the
@@ -41,17 +54,21 @@ class IHostStore(Interface):
         Every host, as last saved.
         """
 
-    def save(event: Event, host: Host) -> None:
+    def save(event: Event, host: Host) -> object:
         """
         Add C{event} to its host's timeline and save C{host}, the host after it, at once:
-        both or neither. Returns when they are durable.
+        both or neither. Returns when they are durable, what L{save_many} returns.
         """
 
-    def save_many(saves: Sequence[tuple[Event, Host]]) -> None:
+    def save_many(saves: Sequence[tuple[Event, Host]]) -> object:
         """
         L{save} each pair, in order, at once: all of them or none, durable when it
         returns. The ledger saves what arrived while the disk was busy this way, so
         that one write to the disk makes many events durable.
+
+        Returns L{None}; or, from a store other instances write too, the hosts as
+        saved, by MAC address (a C{dict}), which hold their changes as well: the ledger
+        takes them.
         """
 
     def remove(mac: MacAddress) -> None:
@@ -67,6 +84,18 @@ class IHostStore(Interface):
     def close() -> None:
         """
         Release the store; no method is called after this.
+        """
+
+
+class IRestorableStore(IHostStore):
+    """
+    A store that hosts saved elsewhere can be put back into (C{pxe-pilot state import}).
+    """
+
+    def restore(host: Host, events: Sequence[Event]) -> None:
+        """
+        Put C{host} and its timeline C{events} back as they were saved elsewhere, in
+        place of any the store holds for it.
         """
 
 
@@ -97,7 +126,7 @@ def _create_v1(db: sqlite3.Connection) -> None:
 MIGRATIONS: tuple[Migration, ...] = (_create_v1,)
 
 
-@implementer(IHostStore)
+@implementer(IRestorableStore)
 class SQLiteHostStore:
     """
     Hosts in one SQLite database file, in WAL mode, synchronous: a saved event survives
@@ -223,6 +252,26 @@ class SQLiteHostStore:
             (str(mac), limit),
         ).fetchall()
         return [Event.from_json(mac, json.loads(record)) for (record,) in reversed(rows)]
+
+    def restore(self, host: Host, events: Sequence[Event]) -> None:
+        mac = str(host.mac)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("DELETE FROM events WHERE mac = ?", (mac,))
+            self._db.executemany(
+                "INSERT INTO events (mac, at, kind, record) VALUES (?, ?, ?, ?)",
+                [(mac, e.at, e.kind.value, json.dumps(e.as_json())) for e in events],
+            )
+            self._db.execute(
+                "INSERT INTO hosts (mac, state, since, record) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (mac) DO UPDATE SET"
+                " state = excluded.state, since = excluded.since, record = excluded.record",
+                (mac, host.state.value, host.since, json.dumps(host.as_json())),
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()

@@ -35,6 +35,7 @@ from pxepilot.boot.ipxe import (
     smbios_memory_mib,
 )
 from pxepilot.boot.policy import BootSettings, answer_refusals, choose, host_settings
+from pxepilot.boot.secure import SecureBootPieces, piece_path
 from pxepilot.config import Config
 from pxepilot.events import (
     BootScriptServed,
@@ -212,6 +213,9 @@ class BootRoutes:
             self.client_of,
             self.turns,
             self._download_started,
+            lambda name: piece_path(
+                SecureBootPieces(self.config.secure_boot_dir, self.config.assets_dir), name
+            ),
         )
 
     def _download_started(self, request: IRequest, path: str, length: int) -> BodyEnded:

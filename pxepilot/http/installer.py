@@ -27,6 +27,7 @@ from pxepilot.answers.service import AnswerService, Served
 from pxepilot.config import Config
 from pxepilot.events import AnswerRefused, AnswerServed, IEvents, InstallationReported
 from pxepilot.hosts.ledger import HostLedger
+from pxepilot.hosts.store import REPORT_LATER, REPORT_RETRY_SECONDS, StoreUnavailable
 from pxepilot.hosts.tokens import HostTokens, webhook_verdict
 from pxepilot.hosts.webhook import MAX_WEBHOOK_BYTES, BadWebhook, parse_webhook
 from pxepilot.http.auth import token_matches
@@ -297,6 +298,13 @@ class InstallerRoutes:
         )
         try:
             await self.events.deliver(reported)
+        except StoreUnavailable:
+            # Not stored, so not acknowledged: the installer sends it again.
+            raise Refused(
+                503,
+                {"error": REPORT_LATER},
+                [(b"retry-after", str(REPORT_RETRY_SECONDS).encode())],
+            ) from None
         except Exception:
             log.failure("host {mac}: the installation report could not be saved", mac=str(mac))
             raise Refused.because(

@@ -89,8 +89,10 @@ class IpxeFiles(Resource):
         client_of: Callable[[IRequest], str],
         turns: Turns,
         watcher: DownloadWatcher | None = None,
+        pieces: Callable[[str], str | None] | None = None,
     ) -> None:
         super().__init__()
+        self._pieces = pieces
         self._root = root
         self._boot_url = boot_url
         self._client_of = client_of
@@ -105,6 +107,10 @@ class IpxeFiles(Resource):
         name = _name(segments)
         if name is None:
             return _not_found(request, b"no such file\n")
+        # The signed shim and GRUB of the Secure Boot chain, wherever they are kept.
+        piece = self._pieces(name) if self._pieces is not None else None
+        if piece is not None:
+            return self._send(request, name, piece, header(request, b"user-agent") or "")
         if not os.path.isdir(self._root):
             return _not_found(request, f"no TFTP root: {self._root} is not a directory\n".encode())
         # One name, checked above: no separator, no dot first. A link may lead outside
@@ -113,6 +119,9 @@ class IpxeFiles(Resource):
         agent = header(request, b"user-agent") or ""
         if agent.startswith(IPXE_AGENT) and ipxe_binary(name, path):
             return self._chain_script(request, name)
+        return self._send(request, name, path, agent)
+
+    def _send(self, request: IRequest, name: str, path: str, agent: str) -> Any:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:

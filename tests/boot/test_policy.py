@@ -290,7 +290,7 @@ def test_parse_sidecar(text: bytes, settings: BootSettings) -> None:
         (b"\xff\xfe", "not valid TOML"),
         (b"timeout = " + b"[" * 5000 + b"]" * 5000, "not valid TOML"),
         (b"timeout = " + b"9" * 5000, "not valid TOML"),
-        (b'menu = "local"\n', "unknown key 'menu' (known: default, timeout)"),
+        (b'menu = "local"\n', "unknown key 'menu' (known: default, timeout, secure-boot)"),
         (b'[default]\nvalue = "local"\n', "default must be a non-empty string"),
         (b"[boot]\ntimeout = 5\n", "unknown key 'boot'"),
         (b'default = ""\n', "default must be a non-empty string"),
@@ -421,7 +421,9 @@ def test_inspect_sidecars(answers_dir: AnswersDir) -> None:
     not), whether it is the one used for that MAC, and its settings.
     """
     answers_dir.write("hosts/AABBCCDDEE01.boot.toml", b'default = "local"\n')
-    answers_dir.write(SIDECAR, b'default = "proxmox-ve/9.1-1"\ntimeout = 0\n')
+    answers_dir.write(
+        SIDECAR, b'default = "proxmox-ve/9.1-1"\ntimeout = 0\nsecure-boot = "always"\n'
+    )
     answers_dir.write(f"hosts/{OTHER_MAC.canonical}.boot.toml", b"colour = 'blue'\n")
     answers_dir.write(f"hosts/{OTHER_MAC.canonical}.toml")
     answers_dir.write("hosts/not-a-mac.boot.toml", b'default = "local"\n')
@@ -435,6 +437,7 @@ def test_inspect_sidecars(answers_dir: AnswersDir) -> None:
             "used": False,
             "default": LOCAL,
             "timeout": None,
+            "secure_boot": None,
         },
         {
             "mac": "aa:bb:cc:dd:ee:01",
@@ -444,17 +447,20 @@ def test_inspect_sidecars(answers_dir: AnswersDir) -> None:
             "used": True,
             "default": "proxmox-ve/9.1-1",
             "timeout": 0,
+            "secure_boot": "always",
         },
         {
             "mac": "aa:bb:cc:dd:ee:02",
             "file": "hosts/aa-bb-cc-dd-ee-02.boot.toml",
             "valid": False,
             "error": (
-                "hosts/aa-bb-cc-dd-ee-02.boot.toml: unknown key 'colour' (known: default, timeout)"
+                "hosts/aa-bb-cc-dd-ee-02.boot.toml: unknown key 'colour'"
+                " (known: default, timeout, secure-boot)"
             ),
             "used": True,
             "default": None,
             "timeout": None,
+            "secure_boot": None,
         },
     ]
 
