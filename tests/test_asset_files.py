@@ -35,6 +35,7 @@ from twisted.web.resource import IResource, Resource
 from builder.publish import REPLACED_PREFIX, make_staging
 from pxepilot import Config, PxePilot
 from pxepilot.hosts.ledger import run_here
+from pxepilot.http.files import AssetFiles, Turns
 from pxepilot.http.site import PxePilotSite
 from tests.conftest import clock_at_now
 
@@ -838,6 +839,51 @@ async def test_download_over_a_socket(
     assert len([sent for sent in sendfile_calls if sent]) > 1
     [logged] = [e for e in events if e.get("path") == "/assets/proxmox-ve/9.1-1/proxmox.iso"]
     assert (logged["code"], logged["length"]) == (200, len(data))
+
+
+@pytest_twisted.ensureDeferred
+async def test_urgent_work_goes_before_every_turn(
+    assets: Path, big: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    Before each turn of a body's C{sendfile} calls, the work that cannot wait for a
+    whole round (waiting TFTP blocks) is done: never more than a turn's bytes go first.
+    """
+    from twisted.internet import reactor
+
+    _, data = big
+    # The bytes of each sendfile call, and None for each call of the urgent work.
+    happened: list[int | None] = []
+    real = os.sendfile
+
+    def recording(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        sent = real(out_fd, in_fd, offset, count)
+        happened.append(sent)
+        return sent
+
+    monkeypatch.setattr(os, "sendfile", recording)
+    share = 1 << 20
+    turns = Turns(round_bytes=share, min_share=share)
+    turns.urgent = lambda: happened.append(None)
+    site = PxePilotSite(AssetFiles(assets, turns))
+    port = reactor.listenTCP(0, cast(Any, site), interface="127.0.0.1")
+    try:
+        base = f"http://127.0.0.1:{cast(IPv4Address, port.getHost()).port}"
+        response = await treq.get(f"{base}/proxmox-ve/9.1-1/proxmox.iso", persistent=False)
+        assert await response.content() == data
+    finally:
+        await maybeDeferred(port.stopListening)
+    assert happened[0] is None
+    turns_taken: list[int] = []
+    for sent in happened:
+        if sent is None:
+            turns_taken.append(0)
+        else:
+            turns_taken[-1] += sent
+    assert sum(turns_taken) == len(data)
+    # A turn stops once it has sent its share; its last call asks for a share at most.
+    assert max(turns_taken) < 2 * share
+    assert len([sent for sent in turns_taken if sent]) >= len(data) // (2 * share)
 
 
 @pytest_twisted.ensureDeferred

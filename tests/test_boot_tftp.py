@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any, cast
@@ -24,7 +26,7 @@ from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from pxepilot import Config, make_service
+from pxepilot import Config, PxePilot, make_service
 from pxepilot.address import HTTPAddress
 from pxepilot.boot.ipxe import MENU_QUERY, boot_script, chain_script
 from pxepilot.boot.tftp import IPXE_BINARIES, BootFiles, is_ipxe, tftp_base_url
@@ -495,3 +497,50 @@ async def test_boot_chain_over_sockets(
         assert "tftp" in kinds, report
     finally:
         await top.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_waiting_tftp_blocks_go_before_http_work(
+    answers_dir: AnswersDir, root: Path, tmp_path: Path
+) -> None:
+    """
+    What the HTTP site does before each request (and asset downloads before each
+    C{sendfile}) is serving the TFTP transfers whose ACK has arrived: the next block
+    leaves at once, without the reactor coming round first.
+    """
+    from twisted.internet import reactor
+
+    (tmp_path / "assets").mkdir()
+    answers_dir.write("default.toml")
+    (root / "big.bin").write_bytes(bytes(range(256)) * 40)
+    config = Config(
+        answers_dir=answers_dir.root,
+        assets_dir=tmp_path / "assets",
+        port=0,
+        interface="127.0.0.1",
+        boot_enabled=True,
+        tftp_port=0,
+        tftp_root=root,
+        state_dir=tmp_path / "state",
+        https_port=0,
+    )
+    pilot = PxePilot(config, reactor)
+    pilot.service.startService()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        client.settimeout(5)
+        port = service_port(pilot.service, "tftp")
+        client.sendto(encode(ReadRequest(b"big.bin", "octet")), ("127.0.0.1", port))
+        datagram, transfer = await deferToThread(client.recvfrom, 2048)
+        assert decode(datagram) == Data(1, (bytes(range(256)) * 2)[:512])
+        client.sendto(encode(Ack(1)), transfer)
+        # The ACK waits in the transfer's socket; the reactor does not run from here on.
+        time.sleep(0.05)
+        client.settimeout(0)
+        with pytest.raises(BlockingIOError):
+            client.recvfrom(2048)
+        pilot.site().urgent()
+        assert decode(client.recvfrom(2048)[0]) == Data(2, (bytes(range(256)) * 2)[:512])
+    finally:
+        client.close()
+        await pilot.service.stopService()

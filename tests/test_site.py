@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, LogLevel
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, Resource
 
 from pxepilot import Config, PxePilot
 from pxepilot.hosts.ledger import run_here
@@ -126,3 +126,28 @@ def test_impossible_host_names_do_not_break_routes(
     assert response.startswith(b"HTTP/1.1 200 OK\r\n"), response[:200]
     assert b"chain --autofree http://" in response
     assert not [e for e in events if e.get("log_failure") is not None]
+
+
+def test_urgent_work_goes_before_each_request() -> None:
+    """
+    The site does its urgent work (the TFTP transfers' waiting blocks) before each
+    request is answered, one call per request, even for requests pipelined together.
+    """
+    happened: list[str] = []
+
+    class Recording(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: object) -> bytes:
+            happened.append("answered")
+            return b"ok"
+
+    site = PxePilotSite(Recording(), urgent=lambda: happened.append("urgent"))
+    protocol = site.buildProtocol(PEER)
+    assert protocol is not None
+    transport = StringTransport(peerAddress=PEER)
+    protocol.makeConnection(transport)
+    request = b"GET /a HTTP/1.1\r\nHost: pxe\r\n\r\n"
+    protocol.dataReceived(request * 3)
+    assert transport.value().count(b"HTTP/1.1 200 OK") == 3
+    assert happened == ["urgent", "answered"] * 3

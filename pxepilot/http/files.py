@@ -52,6 +52,9 @@ DEFAULT_TYPE = "application/octet-stream"
 # file in few large system calls while twenty clients keep the reactor responsive.
 ROUND_BYTES = 8 << 20
 MIN_SHARE_BYTES = 256 << 10
+# The most one sendfile call sends: about 0.1 ms on loopback, the longest a lock-step
+# TFTP block waits for an asset download (see Turns.urgent).
+CALL_BYTES = 256 << 10
 # For transports without a socket (TLS): the size of each read.
 READ_BYTES = 1 << 20
 
@@ -97,6 +100,10 @@ def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
     return first, min(last, size - 1)
 
 
+def _nothing() -> None:
+    pass
+
+
 class Turns:
     """
     Shares each turn of the reactor among the bodies being sent: the more are sent at
@@ -107,6 +114,10 @@ class Turns:
         self._round_bytes = round_bytes
         self._min_share = min_share
         self.active = 0
+        # Called before each sendfile call of a body: what cannot wait for a whole round
+        # of bodies is served first. The blocks of lock-step TFTP transfers are: each
+        # waits for the one before it, so a round's wait would be paid by every block.
+        self.urgent: Callable[[], object] = _nothing
 
     def share(self) -> int:
         """
@@ -379,12 +390,15 @@ class FileSender:
         if tcp.has_buffered_data():
             self._wait_writable(tcp)
             return
-        share = self._turns.share()
+        turns = self._turns
+        urgent = turns.urgent
+        share = turns.share()
         sent_this_turn = 0
         while self._remaining > 0:
+            urgent()
             try:
                 sent = os.sendfile(
-                    self._socket_fd, self._fd, self._offset, min(self._remaining, share)
+                    self._socket_fd, self._fd, self._offset, min(self._remaining, CALL_BYTES)
                 )
             except BlockingIOError:
                 sent = 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from io import BytesIO
 from typing import Any
 from urllib.parse import unquote_plus
@@ -193,6 +193,9 @@ class LimitedChannel(http.HTTPChannel):
         self._answering = True
         self._gate.answering(self)
         self._watch_writing()
+        urgent = getattr(self.site, "urgent", None)
+        if urgent is not None:
+            urgent()
         super().allContentReceived()
 
     def requestDone(self, request: http.Request) -> None:
@@ -333,6 +336,9 @@ class PxePilotSite(Site):
     @param trusted_proxies: Peers exempt from the per-address connection limit.
     @param gate: Shared by every listener of this site; built from C{limits} when not
         given.
+    @param urgent: Done before each request is answered: what must not wait for a
+        batch of requests (the blocks of lock-step TFTP transfers, each waiting for the
+        one before it).
     @param kwargs: For L{Site}; its C{reactor} also runs the deadlines.
     """
 
@@ -348,12 +354,14 @@ class PxePilotSite(Site):
         limits: HTTPLimits | None = None,
         trusted_proxies: Sequence[IPNetwork] = (),
         gate: ConnectionGate | None = None,
+        urgent: Callable[[], object] = lambda: None,
         **kwargs: Any,
     ) -> None:
         super().__init__(resource, parsePOSTFormSubmission=False, timeout=IDLE_TIMEOUT, **kwargs)
         if gate is None:
             gate = ConnectionGate(limits or HTTPLimits(), self.reactor, trusted_proxies)
         self.gate = gate
+        self.urgent = urgent
 
     def log(self, request: http.Request) -> None:
         log.debug(

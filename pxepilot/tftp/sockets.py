@@ -168,13 +168,21 @@ class TransferPoller:
             self.removeReader(reader)
 
 
-def reactor_port_opener(reactor: IReactorFDSet) -> PortOpener:
+def transfer_poller(reactor: IReactorFDSet) -> TransferPoller | None:
     """
-    Opens transfer sockets on C{reactor}, polled together where the system has epoll.
+    A poller for the transfer sockets on C{reactor}, where the system has epoll.
     """
-    registry: IReactorFDSet | TransferPoller = (
-        TransferPoller(reactor) if hasattr(select, "epoll") else reactor
-    )
+    return TransferPoller(reactor) if hasattr(select, "epoll") else None
+
+
+def reactor_port_opener(
+    reactor: IReactorFDSet, poller: TransferPoller | None = None
+) -> PortOpener:
+    """
+    Opens transfer sockets on C{reactor}, polled together by C{poller} when one is
+    given, else by a poller of their own where the system has epoll.
+    """
+    registry: IReactorFDSet | TransferPoller = poller or transfer_poller(reactor) or reactor
 
     def open_port(protocol: DatagramProtocol, interface: str) -> IListeningPort:
         port = TransferSocket(registry, protocol, interface)
