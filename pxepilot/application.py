@@ -397,7 +397,10 @@ class PxePilot:
             http_boot_url=lambda local: f"{address.base_url(local)}{HTTP_BOOT_FILE}",
             shim=ShimOffer(
                 SecureBootChoice(
-                    self.config.secure_boot, self.answers, self._secure_boot_pieces()
+                    self.config.secure_boot,
+                    self.answers,
+                    self._secure_boot_pieces(),
+                    reason_of=self._signed_chain_reason,
                 ).wanted,
                 lambda local: f"{address.base_url(local)}{IPXE_PATH}{SHIM}",
             ),
@@ -406,6 +409,10 @@ class PxePilot:
         proxy.setServiceParent(self.service)
         self.metrics.watch_proxy_dhcp(proxy.outcomes)
         return ProxyDHCPHealth(proxy)
+
+    def _signed_chain_reason(self, mac: MacAddress) -> str | None:
+        host = self.ledger.host(mac)
+        return host.signed_chain_reason() if host is not None else None
 
     def site(self) -> PxePilotSite:
         """

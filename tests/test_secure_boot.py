@@ -385,6 +385,35 @@ def test_who_gets_shim(tmp_path: Path, setting: str, host: str | None, shim: boo
     assert choice(tmp_path, setting, host) is shim
 
 
+@pytest.mark.parametrize(
+    ("setting", "host", "shim"),
+    [
+        ("auto", None, True),
+        ("auto", "auto", True),
+        ("auto", "never", False),
+        ("never", None, False),
+    ],
+)
+def test_auto_follows_what_the_timeline_says(
+    tmp_path: Path, setting: str, host: str | None, shim: bool
+) -> None:
+    """
+    Under C{auto}, a host whose timeline says it needs the signed chain (iPXE loaded and
+    never run) is sent shim; a boot setting of C{never}, or C{--secure-boot never},
+    still wins.
+    """
+    chain = Chain(tmp_path)
+    publish(chain.assets, "9.1-1")
+    if host is not None:
+        chain.answers.write(
+            f"hosts/{MAC.canonical}.boot.toml", f'secure-boot = "{host}"\n'.encode()
+        )
+    reasons = {MAC: "iPXE was loaded but never asked for its boot script"}
+    wanted = SecureBootChoice(setting, chain.service, chain.pieces, reasons.get).wanted
+    assert wanted(MAC) is shim
+    assert wanted(MacAddress.parse("52:54:00:00:00:99")) is False
+
+
 def test_no_shim_without_pieces(tmp_path: Path) -> None:
     assert choice(tmp_path, "always", None, pieces=False) is False
 
@@ -558,3 +587,45 @@ def test_status_and_host_pages_show_the_signed_chain(tmp_path: Path) -> None:
     assert "Secure Boot" in exchange(pilot.resource, b"/").body.decode()
     page = exchange(pilot.resource, f"/hosts/{MAC}/page".encode()).body.decode()
     assert "booted through the signed chain (shim, GRUB)" in page
+
+
+def test_host_remembers_an_ipxe_that_never_ran() -> None:
+    """
+    A UEFI iPXE loaded completely (over TFTP in any directory, or under C{/ipxe/} over
+    HTTP) that never asks for its boot script marks the host as needing the signed
+    chain; iPXE's boot script, or shim, clears it; a BIOS iPXE or a probe does not set it.
+    """
+    host = advance(None, event(EventKind.TFTP, 1.0, file="undionly.kpxe", outcome="complete"))
+    assert (host.ipxe_unchained_at, host.signed_chain_reason()) == (None, None)
+    host = advance(host, event(EventKind.TFTP, 2.0, file="ipxe.efi", outcome="probe"))
+    assert host.ipxe_unchained_at is None
+    host = advance(host, event(EventKind.TFTP, 3.0, file="efi/ipxe.efi", outcome="complete"))
+    assert host.ipxe_unchained_at == 3.0
+    assert "never asked for its boot script" in (host.signed_chain_reason() or "")
+    assert Host.from_json(json.loads(json.dumps(host.as_json()))) == host
+    host = advance(host, event(EventKind.SCRIPT, 4.0, script="boot.ipxe"))
+    assert (host.ipxe_unchained_at, host.signed_chain_reason()) == (None, None)
+    host = advance(
+        host, event(EventKind.DOWNLOAD_ENDED, 5.0, file="ipxe/snponly.efi", complete=True)
+    )
+    assert host.ipxe_unchained_at == 5.0
+    host = advance(host, event(EventKind.TFTP, 6.0, file="shimx64.efi", outcome="complete"))
+    assert (host.ipxe_unchained_at, host.secure_boot_at) == (None, 6.0)
+    assert "signed chain before" in (host.signed_chain_reason() or "")
+
+
+def test_the_host_page_says_ipxe_did_not_run(tmp_path: Path) -> None:
+    """
+    An iPXE the firmware loaded and never ran shows on the host's JSON and page, and
+    proxyDHCP's choice under C{auto} follows it: the machine's next request gets shim.
+    """
+    pilot = http_pilot(tmp_path)
+    client = "10.99.0.61"
+    pilot.events.publish(MenuServed(client, MAC, "local", "why", True, "efi", None))
+    assert pilot._signed_chain_reason(MAC) is None
+    pilot.events.publish(TransferFinished(client, "ipxe.efi", "complete", 850528, 0.2))
+    report = json.loads(exchange(pilot.resource, f"/hosts/{MAC}/status".encode()).body)
+    assert report["ipxe_unchained_at"] is not None
+    page = exchange(pilot.resource, f"/hosts/{MAC}/page".encode()).body.decode()
+    assert "never asked for its boot script" in page
+    assert "never asked for its boot script" in (pilot._signed_chain_reason(MAC) or "")

@@ -190,6 +190,25 @@ class AnswerService:
         factory=lambda: Recent(PARSED_FILES, PARSED_BYTES, len), init=False
     )
 
+    def read_settled(self, source: str, now: float) -> ParsedAnswer | AnswerProblem | None:
+        """
+        An answer file as C{POST /answer} would read it at C{now}, for a menu to decide
+        on; L{None} while it may be half-written (the route waits for it) or when it
+        is a template (only the route knows the machine's inventory host to render it
+        for, and checks the rendered file).
+        """
+        if source.endswith(TEMPLATE_SUFFIX):
+            return None
+        try:
+            contents = self.files.read(source)
+        except AnswerFileTooLarge:
+            return AnswerProblem("larger than any answer file can be")
+        except (AnswerFileChanging, AnswersUnavailable, FileNotFoundError):
+            return None
+        if 0 <= now - contents.mtime < self.settle:
+            return None
+        return read_answer(contents.data)
+
     def listing(self) -> AnswerListing:
         """
         The directory now; conflicts that appeared since the last look are logged.

@@ -27,7 +27,15 @@ from collections.abc import Mapping, Sequence
 from attrs import frozen
 
 from pxepilot.boot.catalogue import Asset
-from pxepilot.boot.ipxe import LOCAL, MIN_MEMORY_MIB, SHELL, Choice, Refusal, display
+from pxepilot.boot.ipxe import (
+    LOCAL,
+    MIN_MEMORY_MIB,
+    SHELL,
+    Choice,
+    Refusal,
+    device_mib,
+    display,
+)
 from pxepilot.macs import MacAddress, MacAddressError
 
 PREFIX = "grub"
@@ -118,12 +126,7 @@ def memory_mib(devices: str) -> int | None:
         size, extended = int(found.group("size")), int(found.group("extended"))
         if size in (0, 0xFFFF) or size > 0xFFFF:
             continue
-        if size == 0x7FFF:
-            total += extended & 0x7FFFFFFF
-        elif size & 0x8000:
-            total += (size & 0x7FFF) // 1024
-        else:
-            total += size
+        total += device_mib(size, extended)
     return total or None
 
 

@@ -137,15 +137,21 @@ def smbios_memory_mib(devices: str) -> int | None:
             continue
         if len(size_text) != 4 or size in (0, 0xFFFF):
             continue
-        if size == 0x7FFF:
-            if len(extended_text) != 8:
-                continue
-            total += extended & 0x7FFFFFFF
-        elif size & 0x8000:
-            total += (size & 0x7FFF) // 1024
-        else:
-            total += size
+        if size == 0x7FFF and len(extended_text) != 8:
+            continue
+        total += device_mib(size, extended)
     return total or None
+
+
+def device_mib(size: int, extended: int) -> int:
+    """
+    One SMBIOS memory device's size in MiB, from its size word and extended size.
+    """
+    if size == 0x7FFF:
+        return extended & 0x7FFFFFFF
+    if size & 0x8000:
+        return (size & 0x7FFF) // 1024
+    return size
 
 
 @frozen

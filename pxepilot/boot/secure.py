@@ -25,16 +25,13 @@ from attrs import Factory, frozen
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from pxepilot.answers.check import AnswerProblem, ParsedAnswer, read_answer
+from pxepilot.answers.check import AnswerProblem, ParsedAnswer
 from pxepilot.answers.decision import utc
 from pxepilot.answers.files import (
-    AnswerFileChanging,
-    AnswerFileTooLarge,
     AnswerListing,
     AnswersUnavailable,
 )
 from pxepilot.answers.service import AnswerService, choose_source
-from pxepilot.answers.template import TEMPLATE_SUFFIX
 from pxepilot.boot import grub
 from pxepilot.boot.catalogue import Asset, scan
 from pxepilot.boot.ipxe import LOCAL, MIN_MEMORY_MIB, Choice, Refusal
@@ -208,17 +205,7 @@ class GrubMenus:
     def _read_settled(self, source: str) -> ParsedAnswer | AnswerProblem | None:
         # As the iPXE menu reads it: nothing is decided on a file that may be half-written
         # or that only the answer route can render.
-        if source.endswith(TEMPLATE_SUFFIX):
-            return None
-        try:
-            contents = self.answers.files.read(source)
-        except AnswerFileTooLarge:
-            return AnswerProblem("larger than any answer file can be")
-        except (AnswerFileChanging, AnswersUnavailable, FileNotFoundError):
-            return None
-        if 0 <= self.clock.seconds() - contents.mtime < self.answers.settle:
-            return None
-        return read_answer(contents.data)
+        return self.answers.read_settled(source, self.clock.seconds())
 
     def asset_file(self, name: str, context: RequestContext) -> IReader:
         """
@@ -276,14 +263,20 @@ class SecureBootChoice:
     Whether proxyDHCP sends a UEFI machine shim rather than iPXE.
 
     C{never}: nobody, whatever the hosts' settings. C{auto} (the default): the hosts
-    whose boot settings say C{secure-boot = "always"}. C{always}: every UEFI machine but
-    those whose boot settings say C{never}. Shim is only sent while both signed pieces
-    are there to serve.
+    whose boot settings say C{secure-boot = "always"}, and those whose timeline says
+    they need it (L{reason_of}: iPXE was loaded and never ran, or the host booted
+    through the signed chain before). C{always}: every UEFI machine but those whose
+    boot settings say C{never}. Shim is only sent while both signed pieces are there
+    to serve.
+
+    @ivar reason_of: Why a host should get shim, from what is known of it; L{None} when
+        nothing says so.
     """
 
     setting: str
     answers: AnswerService
     pieces: SecureBootPieces
+    reason_of: Callable[[MacAddress], str | None] = lambda mac: None
 
     def wanted(self, mac: MacAddress) -> bool:
         if self.setting == NEVER:
@@ -297,6 +290,11 @@ class SecureBootChoice:
             settings, _problem = host_settings(self.answers.files, listing, mac)
             host = settings.secure_boot if settings is not None else None
         wanted = host if host in (ALWAYS, NEVER) else self.setting
+        reason = None
+        if wanted == AUTO:
+            reason = self.reason_of(mac)
+            if reason is not None:
+                wanted = ALWAYS
         if wanted != ALWAYS:
             return False
         if not self.pieces.available():
@@ -309,6 +307,8 @@ class SecureBootChoice:
                 where=str(where),
             )
             return False
+        if reason is not None:
+            log.info("{mac} is sent shim: {reason}", mac=str(mac), reason=reason)
         return True
 
 

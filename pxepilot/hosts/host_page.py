@@ -186,6 +186,13 @@ def _facts(host: Host, timeline: Sequence[Event], now: float) -> str:
             if host.secure_boot_at
             else None,
         ),
+        _fact(
+            "iPXE did not run",
+            f"loaded on {when(host.ipxe_unchained_at)}, never asked for its boot script:"
+            " Secure Boot refusing it, most likely"
+            if host.ipxe_unchained_at
+            else None,
+        ),
     ]
     if installation is not None:
         disks = "; ".join(

@@ -157,6 +157,10 @@ class Host:
     @ivar secure_boot_at: When its firmware last loaded the signed shim (over TFTP or
         HTTP): it boots through the Secure Boot chain; L{None} when it never did, or
         booted through iPXE since.
+    @ivar ipxe_unchained_at: When its firmware last loaded a UEFI iPXE binary that then
+        never asked for its boot script: iPXE did not run, most often because the
+        firmware's Secure Boot refused it. L{None} once iPXE's boot script or shim was
+        fetched.
     """
 
     mac: MacAddress
@@ -174,10 +178,22 @@ class Host:
     installation: Installation | None = None
     webhook_token: bool = False
     secure_boot_at: float | None = None
+    ipxe_unchained_at: float | None = None
 
     @property
     def installed(self) -> bool:
         return self.installed_at is not None
+
+    def signed_chain_reason(self) -> str | None:
+        """
+        Why this host should be sent the Secure Boot chain rather than iPXE, when its
+        setting leaves it to pxe-pilot; L{None} when nothing says so.
+        """
+        if self.secure_boot_at is not None:
+            return "it booted through the signed chain before"
+        if self.ipxe_unchained_at is not None:
+            return "iPXE was loaded but never asked for its boot script (Secure Boot refused it?)"
+        return None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -196,6 +212,7 @@ class Host:
             "installation": self.installation.as_json() if self.installation else None,
             "webhook_token": self.webhook_token,
             "secure_boot_at": self.secure_boot_at,
+            "ipxe_unchained_at": self.ipxe_unchained_at,
         }
 
     @classmethod
@@ -218,6 +235,7 @@ class Host:
             installation=Installation.from_json(installation) if installation else None,
             webhook_token=bool(data.get("webhook_token", False)),
             secure_boot_at=data.get("secure_boot_at"),
+            ipxe_unchained_at=data.get("ipxe_unchained_at"),
         )
 
 
@@ -242,6 +260,30 @@ def _secure_boot_at(host: Host, event: Event) -> float | None:
     if event.kind is EventKind.SCRIPT and detail.get("script") == "boot.ipxe":
         return None
     return host.secure_boot_at
+
+
+# iPXE's UEFI programs, as firmware loads them over TFTP (any directory) or HTTP (/ipxe/).
+UEFI_IPXE_NAMES = frozenset({"ipxe.efi", "snponly.efi", "snp.efi"})
+
+
+def _ipxe_unchained_at(host: Host, event: Event) -> float | None:
+    """
+    When C{host}'s firmware loaded a UEFI iPXE that has not asked for its boot script
+    since, after C{event}.
+    """
+    detail = event.detail
+    directory, _, name = str(detail.get("file", "")).rpartition("/")
+    over_tftp = event.kind is EventKind.TFTP and detail.get("outcome") == "complete"
+    over_http = (
+        event.kind is EventKind.DOWNLOAD_ENDED and detail.get("complete") and directory == "ipxe"
+    )
+    if (over_tftp or over_http) and name in UEFI_IPXE_NAMES:
+        return event.at
+    if event.kind is EventKind.SCRIPT and detail.get("script") == "boot.ipxe":
+        return None
+    if (over_tftp or over_http) and name == SHIM_NAMES[0]:
+        return None
+    return host.ipxe_unchained_at
 
 
 # Events that show a machine network-booting.
@@ -313,4 +355,5 @@ def advance(host: Host | None, event: Event) -> Host:
     elif event.kind is EventKind.REARMED:
         changes["installed_at"] = None
     changes["secure_boot_at"] = _secure_boot_at(host, event)
+    changes["ipxe_unchained_at"] = _ipxe_unchained_at(host, event)
     return attrs.evolve(host, **changes)

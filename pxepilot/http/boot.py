@@ -13,17 +13,14 @@ from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from pxepilot.answers.check import AnswerProblem, ParsedAnswer, read_answer
+from pxepilot.answers.check import AnswerProblem, ParsedAnswer
 from pxepilot.answers.decision import utc
 from pxepilot.answers.files import (
-    AnswerFileChanging,
-    AnswerFileTooLarge,
     AnswerListing,
     AnswersUnavailable,
 )
 from pxepilot.answers.identity import Identity
 from pxepilot.answers.service import AnswerService, choose_source
-from pxepilot.answers.template import TEMPLATE_SUFFIX
 from pxepilot.boot.catalogue import Asset, scan
 from pxepilot.boot.ipxe import (
     LOCAL,
@@ -182,19 +179,7 @@ class BootRoutes:
         An answer file as C{POST /answer} would read it now; L{None} while it may be
         half-written (the route waits for it, so nothing is decided on it here).
         """
-        if source.endswith(TEMPLATE_SUFFIX):
-            # Only the answer route knows the machine's inventory host to render it for;
-            # it checks the rendered file.
-            return None
-        try:
-            contents = self.answers.files.read(source)
-        except AnswerFileTooLarge:
-            return AnswerProblem("larger than any answer file can be")
-        except (AnswerFileChanging, AnswersUnavailable, FileNotFoundError):
-            return None
-        if 0 <= self.clock.seconds() - contents.mtime < self.answers.settle:
-            return None
-        return read_answer(contents.data)
+        return self.answers.read_settled(source, self.clock.seconds())
 
     def assets(self, request: IRequest) -> AssetFiles:
         """
