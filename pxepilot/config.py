@@ -512,7 +512,7 @@ SETTINGS: tuple[Setting, ...] = (
         "PXE_PILOT_SECURE_BOOT",
         "auto",
         "who proxyDHCP sends shimx64.efi rather than iPXE: auto (the hosts whose boot "
-        "settings say so), always or never",
+        "settings say so, or whose iPXE was refused), always or never",
         parse_secure_boot,
         metavar="WHEN",
     ),

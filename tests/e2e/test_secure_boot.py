@@ -30,6 +30,8 @@ pytestmark = pytest.mark.e2e
 
 SIGNED = Guest("sb-signed", "uefi", "52:54:00:00:05:e1")
 UNSIGNED = Guest("sb-unsigned", "uefi", "52:54:00:00:05:e2")
+# No boot setting: --secure-boot auto decides from what its first boot showed.
+AUTO = Guest("sb-auto", "uefi", "52:54:00:00:05:e3")
 # What the firmware says when the image it loaded is not signed by a key it trusts.
 REFUSED = "Access Denied"
 
@@ -75,7 +77,7 @@ def secure_lab(
     iso = directory / "proxmox-ve.iso"
     lab.synthetic_iso(iso)
     assets = lab.built_assets(iso, directory / "assets")
-    lab.host_answers(directory, {guest.mac: guest.answer for guest in (SIGNED, UNSIGNED)})
+    lab.host_answers(directory, {guest.mac: guest.answer for guest in (SIGNED, UNSIGNED, AUTO)})
     pieces = secure_boot_lab.signed_pieces(directory)
     with lab.network(), dhcp_server(directory, request.param) as options:
         pilot = lab.pxe_pilot(
@@ -149,3 +151,23 @@ def test_unsigned_ipxe_is_refused_by_the_firmware(secure_lab: SecureBootLab) -> 
         assert re.search(offered, log), log
     assert "iPXE" not in console
     assert f"menu for {UNSIGNED.mac}" not in log
+
+
+@pytest.mark.parametrize("secure_lab", ["proxy-dhcp"], indirect=True)
+def test_auto_sends_shim_after_the_firmware_refused_ipxe(secure_lab: SecureBootLab) -> None:
+    """
+    With C{--secure-boot auto} and no boot setting, a machine first gets iPXE over
+    proxyDHCP, as any UEFI machine; its firmware refuses it. On its next network boot
+    pxe-pilot, having seen iPXE loaded and never run, sends shim, and the machine
+    reaches its answer through the signed chain.
+    """
+    console = boot(secure_lab, AUTO, REFUSED)
+    assert "iPXE" not in console
+    log = secure_lab.pilot.text
+    offered = rf"proxyDHCP acked to {AUTO.mac} on port 4011: UEFI x86-64: ipxe.efi"
+    assert re.search(offered, log), log
+    console = boot(secure_lab, AUTO, lab.ANSWER_END)
+    assert lab.answer_of(console) == AUTO.answer
+    assert re.search(r"secureboot: Secure boot enabled", console), console[-6000:]
+    log = secure_lab.pilot.text
+    assert f"{AUTO.mac} is sent shim: iPXE was loaded but never asked" in log, log
