@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from attrs import frozen
 
 from pxepilot.answers.check import AnswerProblem, ParsedAnswer
+from pxepilot.answers.decision import utc
 from pxepilot.answers.files import (
     AnswerFileChanging,
     AnswerFileTooLarge,
@@ -26,8 +27,10 @@ from pxepilot.answers.files import (
     AnswersUnavailable,
     IAnswerFiles,
 )
+from pxepilot.answers.identity import Identity
 from pxepilot.answers.lint import errors, lint_range
 from pxepilot.answers.request import InstallerRequest
+from pxepilot.answers.service import AnswerService, choose_source
 from pxepilot.answers.versions import (
     NEWEST,
     OLDEST,
@@ -38,7 +41,26 @@ from pxepilot.answers.versions import (
 )
 from pxepilot.boot.catalogue import Asset
 from pxepilot.boot.ipxe import LOCAL, SHELL, Choice, Refusal
+from pxepilot.logs import logger
 from pxepilot.macs import MacAddress
+
+log = logger(__name__)
+
+
+class MenuDefaults(Protocol):
+    """
+    The global settings a menu is decided with (L{pxepilot.config.Config} has them).
+    """
+
+    @property
+    def menu_default(self) -> str: ...
+
+    @property
+    def menu_timeout(self) -> int: ...
+
+    @property
+    def answer_check(self) -> str: ...
+
 
 AUTO = "auto"
 MAX_TIMEOUT = 3600
@@ -290,3 +312,49 @@ def inspect_sidecars(files: IAnswerFiles, listing: AnswerListing) -> list[dict[s
             }
         )
     return report
+
+
+def decide_menu(
+    answers: AnswerService,
+    assets: Sequence[Asset],
+    mac: MacAddress | None,
+    identity: Identity | None,
+    installed_at: float | None,
+    defaults: MenuDefaults,
+    now: float,
+) -> tuple[Choice, dict[str, Refusal]]:
+    """
+    A machine's menu decision, the same for iPXE's menu and GRUB's: the answer file
+    C{POST /answer} would choose for it (by C{mac}, else C{identity}, else the
+    default), the versions whose installer would refuse that file, its boot settings,
+    and C{installed_at} (when its installation was reported and install once holds).
+
+    @return: The default entry and why, and the refused versions.
+    """
+    try:
+        listing = answers.listing()
+    except AnswersUnavailable:
+        listing = None
+    host = None
+    has_answer = False
+    refused: dict[str, Refusal] = {}
+    if listing is not None:
+        chosen = choose_source(listing, [mac] if mac else [], identity)
+        source = chosen if isinstance(chosen, str) or chosen is None else chosen.name
+        has_answer = source is not None
+        answer = answers.read_settled(source, now) if source is not None else None
+        refused = answer_refusals(assets, source, answer, defaults.answer_check)
+        if mac is not None:
+            host, problem = host_settings(answers.files, listing, mac)
+            if problem:
+                log.warn("boot settings ignored: {problem}", problem=problem)
+    choice = choose(
+        assets,
+        has_answer,
+        host,
+        BootSettings(defaults.menu_default),
+        defaults.menu_timeout,
+        installed=f"installed on {utc(installed_at)}" if installed_at is not None else None,
+        refused=refused,
+    )
+    return choice, refused

@@ -25,17 +25,14 @@ from attrs import Factory, frozen
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from pxepilot.answers.check import AnswerProblem, ParsedAnswer
-from pxepilot.answers.decision import utc
 from pxepilot.answers.files import (
-    AnswerListing,
     AnswersUnavailable,
 )
-from pxepilot.answers.service import AnswerService, choose_source
+from pxepilot.answers.service import AnswerService
 from pxepilot.boot import grub
 from pxepilot.boot.catalogue import Asset, scan
 from pxepilot.boot.ipxe import LOCAL, MIN_MEMORY_MIB, Choice, Refusal
-from pxepilot.boot.policy import BootSettings, answer_refusals, choose, host_settings
+from pxepilot.boot.policy import decide_menu, host_settings
 from pxepilot.events import EventBus, IEvents, MenuServed
 from pxepilot.logs import logger
 from pxepilot.macs import MacAddress
@@ -170,42 +167,17 @@ class GrubMenus:
 
     def _decide(self, mac: MacAddress) -> tuple[tuple[Asset, ...], Choice, dict[str, Refusal]]:
         catalogue = scan(self.assets_dir)
-        listing: AnswerListing | None
-        try:
-            listing = self.answers.listing()
-        except AnswersUnavailable:
-            listing = None
-        host: BootSettings | None = None
-        has_answer = False
-        refused: dict[str, Refusal] = {}
-        if listing is not None:
-            chosen = choose_source(listing, [mac])
-            source = chosen if isinstance(chosen, str) or chosen is None else chosen.name
-            has_answer = source is not None
-            answer = self._read_settled(source) if source is not None else None
-            refused = answer_refusals(catalogue.assets, source, answer, self.settings.answer_check)
-            host, problem = host_settings(self.answers.files, listing, mac)
-            if problem:
-                log.warn("boot settings ignored: {problem}", problem=problem)
-        installed = None
-        at = self.installed_at(mac) if self.settings.install_once else None
-        if at is not None:
-            installed = f"installed on {utc(at)}"
-        choice = choose(
+        installed_at = self.installed_at(mac) if self.settings.install_once else None
+        choice, refused = decide_menu(
+            self.answers,
             catalogue.assets,
-            has_answer,
-            host,
-            BootSettings(self.settings.menu_default),
-            self.settings.menu_timeout,
-            installed=installed,
-            refused=refused,
+            mac,
+            None,
+            installed_at,
+            self.settings,
+            self.clock.seconds(),
         )
         return catalogue.assets, choice, refused
-
-    def _read_settled(self, source: str) -> ParsedAnswer | AnswerProblem | None:
-        # As the iPXE menu reads it: nothing is decided on a file that may be half-written
-        # or that only the answer route can render.
-        return self.answers.read_settled(source, self.clock.seconds())
 
     def asset_file(self, name: str, context: RequestContext) -> IReader:
         """

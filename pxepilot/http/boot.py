@@ -6,32 +6,25 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from urllib.parse import quote
 
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from pxepilot.answers.check import AnswerProblem, ParsedAnswer
-from pxepilot.answers.decision import utc
-from pxepilot.answers.files import (
-    AnswerListing,
-    AnswersUnavailable,
-)
 from pxepilot.answers.identity import Identity
-from pxepilot.answers.service import AnswerService, choose_source
-from pxepilot.boot.catalogue import Asset, scan
+from pxepilot.answers.service import AnswerService
+from pxepilot.boot.catalogue import scan
 from pxepilot.boot.ipxe import (
     LOCAL,
     MIN_MEMORY_MIB,
     Machine,
-    Refusal,
     boot_script,
     menu_script,
     smbios_memory_mib,
 )
-from pxepilot.boot.policy import BootSettings, answer_refusals, choose, host_settings
+from pxepilot.boot.policy import decide_menu
 from pxepilot.boot.secure import SecureBootPieces, piece_path
 from pxepilot.config import Config
 from pxepilot.events import (
@@ -91,34 +84,17 @@ class BootRoutes:
         base = self._base(request)
         machine = _machine(request)
         catalogue = scan(self.config.assets_dir)
-        try:
-            listing = self.answers.listing()
-        except AnswersUnavailable:
-            listing = None
-        host = None
-        has_answer = False
-        refused: dict[str, Refusal] = {}
-        if listing is not None:
-            source = _answer_source(listing, machine, _identity(request))
-            has_answer = source is not None
-            refused = self._refusals(catalogue.assets, source)
-        if listing is not None and machine.mac is not None:
-            host, problem = host_settings(self.answers.files, listing, machine.mac)
-            if problem:
-                log.warn("boot settings ignored: {problem}", problem=problem)
         settings = self.config
         known = self.hosts.host(machine.mac) if machine.mac else None
-        installed = None
-        if settings.install_once and known is not None and known.installed_at is not None:
-            installed = f"installed on {utc(known.installed_at)}"
-        choice = choose(
+        installed_at = known.installed_at if settings.install_once and known else None
+        choice, refused = decide_menu(
+            self.answers,
             catalogue.assets,
-            has_answer,
-            host,
-            BootSettings(settings.menu_default),
-            settings.menu_timeout,
-            installed=installed,
-            refused=refused,
+            machine.mac,
+            _identity(request),
+            installed_at,
+            settings,
+            self.clock.seconds(),
         )
         asset_url = settings.asset_url or f"{base}assets/"
         menu_url = f"{base}menu.ipxe?{_echo_query(machine, request)}"
@@ -164,23 +140,6 @@ class BootRoutes:
             ),
         )
 
-    def _refusals(self, assets: Sequence[Asset], source: str | None) -> dict[str, Refusal]:
-        """
-        The versions whose installer C{POST /answer} would refuse this machine's answer
-        file (C{source}), checked as that route checks it.
-        """
-        answer: ParsedAnswer | AnswerProblem | None = None
-        if source is not None:
-            answer = self._read_settled(source)
-        return answer_refusals(assets, source, answer, self.config.answer_check)
-
-    def _read_settled(self, source: str) -> ParsedAnswer | AnswerProblem | None:
-        """
-        An answer file as C{POST /answer} would read it now; L{None} while it may be
-        half-written (the route waits for it, so nothing is decided on it here).
-        """
-        return self.answers.read_settled(source, self.clock.seconds())
-
     def assets(self, request: IRequest) -> AssetFiles:
         """
         The assets directory, as a static file server would serve it.
@@ -213,16 +172,6 @@ class BootRoutes:
             self.events.publish(DownloadEnded(client, path, length, sent, complete, seconds))
 
         return ended
-
-
-def _answer_source(listing: AnswerListing, machine: Machine, identity: Identity) -> str | None:
-    """
-    The answer file C{POST /answer} would choose for the machine: by the MAC it boots
-    from, its UUID, serial number or model when the menu's query carries them, else
-    the default.
-    """
-    chosen = choose_source(listing, [machine.mac] if machine.mac else [], identity)
-    return chosen if isinstance(chosen, str) or chosen is None else chosen.name
 
 
 def _identity(request: IRequest) -> Identity:
