@@ -5,12 +5,15 @@ name it before any HTTP request says so.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from urllib.parse import urlsplit
 
 from attrs import define, field
 
 
+# Asked for every request, about the same few clients.
+@functools.lru_cache(maxsize=4096)
 def plain_address(text: str) -> str:
     """
     A client's address as pxe-pilot keeps and shows it: an IPv4 client of a dual-stack

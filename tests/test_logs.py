@@ -58,6 +58,62 @@ def test_other_loggers_are_not_filtered(events: list[LogEvent]) -> None:
     assert [e for e in events if e.get("log_namespace") == "host.app"]
 
 
+@pytest.mark.parametrize(
+    ("format", "fields", "ahead"),
+    [
+        ("host {mac}: {summary} ({state})", {"mac": "b0:7b:25:c1:0a:10"}, True),
+        ("{count:,} hosts, {share:.1%} of them, {name!r} twice: {name!r}", {}, True),
+        ("{name!s:>8}|{count:x}|{{literal}}", {}, True),
+        ("{thing.real} through an attribute, {items[1]} by index", {}, False),
+        ("{missing} is not a field", {}, False),
+        ("{count:q} is a bad spec", {}, False),
+    ],
+)
+def test_lines_read_as_twisted_formats_them(
+    events: list[LogEvent], format: str, fields: dict[str, Any], ahead: bool
+) -> None:
+    """
+    Each event is formatted once as it is made, and reads as Twisted's own formatting
+    of the same format and fields would, format specs and conversions included; what
+    it cannot format ahead is left to Twisted.
+    """
+    values = {
+        "mac": "?",
+        "summary": "?",
+        "state": "installing",
+        "count": 12345,
+        "share": 0.25,
+        "name": "a'b",
+        "thing": 3,
+        "items": ["a", "b"],
+        **fields,
+    }
+    logger("pxepilot.test").info(format, **values)
+    [event] = [e for e in events if e.get("log_namespace") == "pxepilot.test"]
+    assert ("log_flattened" in event) is ahead
+    unformatted = {key: value for key, value in event.items() if key != "log_flattened"}
+    assert formatEvent(event) == formatEvent(unformatted)
+    # What JSON observers write: the formatted fields are plain text.
+    json.dumps(event.get("log_flattened"))
+
+
+@pytest.mark.usefixtures("restore_level")
+def test_events_below_the_level_are_never_made(events: list[LogEvent]) -> None:
+    """
+    A debug line at info level costs no formatting: its fields are never looked at.
+    """
+
+    class Exploding:
+        def __format__(self, spec: str) -> str:
+            raise AssertionError("formatted")
+
+        __str__ = __repr__ = lambda self: self.__format__("")
+
+    set_log_level(LogLevel.info)
+    logger("pxepilot.test").debug("{value}", value=Exploding())
+    assert [e for e in events if e.get("log_namespace") == "pxepilot.test"] == []
+
+
 def test_class_attribute_takes_the_class_namespace(events: list[LogEvent]) -> None:
     """
     As a class attribute, the logger is named after the class.

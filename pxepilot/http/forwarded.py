@@ -17,6 +17,8 @@ from pxepilot.config import IPNetwork
 
 
 def _is_trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
+    if not trusted:
+        return False
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from attrs import frozen
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -155,6 +155,7 @@ class LimitedChannel(http.HTTPChannel):
     _paused_by_transport = False
     _producing = False
     _host = "?"
+    _local: IAddress | None = None
 
     @property
     def _connection(self) -> Any:
@@ -174,6 +175,13 @@ class LimitedChannel(http.HTTPChannel):
         self._admitted = True
         super().connectionMade()
         self._arm(self._limits.head_timeout, HEAD_TIMED_OUT)
+
+    def getHost(self) -> IAddress:
+        # Twisted's Request asks for it once per request, and each time the socket is
+        # asked again (a system call): a connection's own address does not change.
+        if self._local is None:
+            self._local = super().getHost()
+        return self._local
 
     def dataReceived(self, data: bytes) -> None:
         if self._deadline is None and not self._answering and not self._closing:

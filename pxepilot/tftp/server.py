@@ -58,7 +58,7 @@ from pxepilot.tftp.packets import (
     decode,
     encode_error,
 )
-from pxepilot.tftp.sockets import PortOpener
+from pxepilot.tftp.sockets import PortOpener, TransferSocket
 from pxepilot.tftp.sockets import reactor_port_opener as reactor_port_opener
 from pxepilot.tftp.transfer import Outcome, OutcomeKind, ReadTransfer, RetransmitPolicy
 
@@ -119,11 +119,14 @@ class TransferProtocol(DatagramProtocol):
         peer = self.peer
         # Straight to the socket where there is one: the checks of a transport's write
         # were done once, for the request. The transfer treats a full buffer as loss.
-        sock = getattr(transport, "socket", None)
-        sendto = sock.sendto if sock is not None else transport.write
+        send: Callable[[bytes], object]
+        if isinstance(transport, TransferSocket):
+            send = transport.serve(peer)
+        else:
+            write = transport.write
 
-        def send(datagram: bytes) -> None:
-            sendto(datagram, peer)
+            def send(datagram: bytes) -> None:
+                write(datagram, peer)
 
         self.transfer = self._factory(send)
         try:

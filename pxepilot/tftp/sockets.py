@@ -36,7 +36,7 @@ class TransferSocket:
     skips the address checks of C{write} (the peer was checked once, when the request
     came in), a full send buffer counts as a lost datagram that the retransmission timer
     recovers, and each read event takes one datagram (the reactor polls again if more
-    are waiting).
+    are waiting). Once L{serve} has named the client, the socket is connected to it.
     """
 
     def __init__(
@@ -51,6 +51,8 @@ class TransferSocket:
         self.socket.setblocking(False)
         self._fileno = self.socket.fileno()
         self._listening = False
+        self._peer: Address | None = None
+        self._strangers: _StrangerSocket | None = None
 
     def startListening(self) -> None:
         try:
@@ -69,11 +71,49 @@ class TransferSocket:
         return "TFTP transfer"
 
     def doRead(self) -> None:
+        peer = self._peer
         try:
-            datagram, address = self.socket.recvfrom(2048)
+            if peer is not None:
+                datagram = self.socket.recv(2048)
+            else:
+                datagram, address = self.socket.recvfrom(2048)
+                peer = address[:2]
         except (BlockingIOError, InterruptedError, ConnectionRefusedError):
             return
-        self.protocol.datagramReceived(datagram, address[:2])
+        self.protocol.datagramReceived(datagram, peer)
+
+    def serve(self, peer: Address) -> Callable[[bytes], object]:
+        """
+        Connect the socket to C{peer}, the one client of its transfer, and return the
+        quickest way to send it a datagram.
+
+        A connected socket spares the kernel a route lookup for every block sent, and
+        takes in only the peer's datagrams. Anyone else's go to a second socket bound
+        to the same port, so that strangers still get ERROR 5 (RFC 1350 section 4).
+        Where that second socket cannot be had, the socket stays unconnected.
+        """
+        strangers = socket.socket(self.socket.family, socket.SOCK_DGRAM)
+        try:
+            # Both sockets must allow the shared port. The transfer's own socket was
+            # bound without it, so a new transfer can never be given this port.
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            strangers.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            strangers.setblocking(False)
+            strangers.bind(self.socket.getsockname())
+            self.socket.connect(peer)
+        except OSError as e:
+            strangers.close()
+            log.debug("TFTP transfer socket left unconnected: {error}", error=e)
+            destination = peer
+
+            def send_to(datagram: bytes) -> None:
+                self.socket.sendto(datagram, destination)
+
+            return send_to
+        self._peer = peer
+        self._strangers = _StrangerSocket(strangers, self.protocol)
+        self._reactor.addReader(self._strangers)
+        return self.socket.send
 
     def sendTo(self, datagram: bytes, address: Address) -> None:
         try:
@@ -88,8 +128,8 @@ class TransferSocket:
         self.sendTo(datagram, addr)
 
     def connect(self, host: str, port: int) -> None:
-        # Never connected: a connected socket could not answer strangers with ERROR 5.
-        raise RuntimeError("a transfer socket is not connected")
+        # Twisted's connected mode would drop strangers unanswered: see serve().
+        raise RuntimeError("a transfer socket is connected by serve()")
 
     def setBroadcastAllowed(self, enabled: bool) -> None:
         raise RuntimeError("a transfer socket does not broadcast")
@@ -106,12 +146,46 @@ class TransferSocket:
         if self._listening:
             self._listening = False
             self._reactor.removeReader(self)
+            if self._strangers is not None:
+                self._reactor.removeReader(self._strangers)
+                self._strangers.socket.close()
+                self._strangers = None
             self.protocol.doStop()
             self.socket.close()
         return succeed(None)
 
     def connectionLost(self, reason: object) -> None:
         self.stopListening()
+
+
+@implementer(IReadDescriptor)
+class _StrangerSocket:
+    """
+    The second socket on a connected transfer's port: what anyone but the transfer's
+    client sends there arrives here, and goes to the transfer's protocol with its
+    sender's address.
+    """
+
+    def __init__(self, sock: socket.socket, protocol: DatagramProtocol) -> None:
+        self.socket = sock
+        self.protocol = protocol
+        self._fileno = sock.fileno()
+
+    def fileno(self) -> int:
+        return self._fileno
+
+    def logPrefix(self) -> str:
+        return "TFTP transfer"
+
+    def doRead(self) -> None:
+        try:
+            datagram, address = self.socket.recvfrom(2048)
+        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
+            return
+        self.protocol.datagramReceived(datagram, address[:2])
+
+    def connectionLost(self, reason: object) -> None:
+        self.socket.close()
 
 
 PortOpener = Callable[[DatagramProtocol, str], IListeningPort]
@@ -153,6 +227,8 @@ class TransferPoller:
 
     def doRead(self) -> None:
         readers = self._readers
+        if not readers:
+            return
         for fd, _events in self._epoll.poll(0, 256):
             reader = readers.get(fd)
             if reader is None:
