@@ -5,6 +5,7 @@ datagrams still reaching the transfer through a second socket on the same port.
 
 from __future__ import annotations
 
+import errno
 import select
 import socket
 from collections.abc import Iterator
@@ -134,4 +135,23 @@ def test_a_peer_it_cannot_connect_to_leaves_the_socket_unconnected(
     client.sendto(b"ack 1", port.socket.getsockname())
     readers.deliver()
     assert protocol.datagrams == [(b"ack 1", client.getsockname())]
+    port.stopListening()
+
+
+def test_out_of_descriptors_the_socket_stays_unconnected(
+    client: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readers = Readers()
+    protocol = Received()
+    port = open_socket(readers, protocol)
+
+    def no_descriptor(*args: object) -> socket.socket:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(socket, "socket", no_descriptor)
+        send = port.serve(client.getsockname())
+    assert readers.readers == [port]
+    send(b"block 1")
+    assert client.recvfrom(100) == (b"block 1", port.socket.getsockname())
     port.stopListening()

@@ -5,6 +5,7 @@ address its request was sent to, all polled together as one reader of the reacto
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 from collections.abc import Callable
@@ -92,7 +93,11 @@ class TransferSocket:
         to the same port, so that strangers still get ERROR 5 (RFC 1350 section 4).
         Where that second socket cannot be had, the socket stays unconnected.
         """
-        strangers = socket.socket(self.socket.family, socket.SOCK_DGRAM)
+        try:
+            strangers = socket.socket(self.socket.family, socket.SOCK_DGRAM)
+        except OSError as e:
+            # Out of descriptors, say: the transfer goes on, unconnected.
+            return self._unconnected(peer, e)
         try:
             # Both sockets must allow the shared port. The transfer's own socket was
             # bound without it, so a new transfer can never be given this port.
@@ -103,13 +108,9 @@ class TransferSocket:
             self.socket.connect(peer)
         except OSError as e:
             strangers.close()
-            log.debug("TFTP transfer socket left unconnected: {error}", error=e)
-            destination = peer
-
-            def send_to(datagram: bytes) -> None:
-                self.socket.sendto(datagram, destination)
-
-            return send_to
+            with contextlib.suppress(OSError):
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+            return self._unconnected(peer, e)
         self._peer = peer
         self._strangers = _StrangerSocket(strangers, self.protocol)
         self._reactor.addReader(self._strangers)
@@ -126,6 +127,15 @@ class TransferSocket:
     def write(self, datagram: bytes, addr: Address | None = None) -> None:
         assert addr is not None, "a transfer socket is not connected"
         self.sendTo(datagram, addr)
+
+    def _unconnected(self, peer: Address, error: OSError) -> Callable[[bytes], object]:
+        log.debug("TFTP transfer socket left unconnected: {error}", error=error)
+        sendto = self.socket.sendto
+
+        def send_to(datagram: bytes) -> None:
+            sendto(datagram, peer)
+
+        return send_to
 
     def connect(self, host: str, port: int) -> None:
         # Twisted's connected mode would drop strangers unanswered: see serve().
