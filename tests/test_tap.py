@@ -4,7 +4,10 @@ C{twistd pxe-pilot}: options and the service tree they build, inspected without 
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from twisted.application.service import IServiceCollection, IServiceMaker, MultiService
@@ -13,7 +16,7 @@ from twisted.plugin import IPlugin, getPlugins
 
 from pxepilot.http.listener import HTTPListener
 from pxepilot.http.site import PxePilotSite
-from pxepilot.tap import Options, makeService
+from pxepilot.tap import YOUNG_COLLECTION_THRESHOLD, Options, makeService
 
 
 @pytest.fixture
@@ -101,3 +104,31 @@ def test_invalid_value_exits_with_one_line(dirs: Path) -> None:
     assert str(raised.value) == (
         "pxe-pilot: error: --log-level: 'loud' is not one of debug, info, warning, error"
     )
+
+
+@pytest.fixture
+def garbage_collection() -> Iterator[None]:
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+@pytest.mark.usefixtures("garbage_collection")
+def test_started_server_sets_its_start_up_aside_from_garbage_collection(dirs: Path) -> None:
+    """
+    Once started, what start-up made is frozen and young collections come less often;
+    building the tree alone (as an embedding application might) changes nothing.
+    """
+    gc.set_threshold(700, 10, 10)
+    options = Options()
+    options.parseOptions(["--https-port", "0"])
+    top = makeService(options)
+    assert gc.get_threshold() == (700, 10, 10)
+    # Started without its children: nothing is bound.
+    for child in list(cast(MultiService, top)):
+        child.disownServiceParent()
+    top.startService()
+    assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == (YOUNG_COLLECTION_THRESHOLD, 10, 10)
+    top.stopService()
