@@ -508,9 +508,9 @@ async def build(
         is left behind in the output directory then.
     """
     if client is None:
-        import treq
+        from builder.http_client import download_client
 
-        client = treq
+        client = download_client(reactor)
     progress = Progress(stream or sys.stderr, clock=reactor)
     run = _Build(reactor, args, client, progress, threaded, now)
     # Ctrl-C stops the reactor: nothing half-built may stay behind then either. The

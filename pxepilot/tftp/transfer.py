@@ -179,22 +179,10 @@ class ReadTransfer:
         if not delta or delta >= self._next - acked:
             return
         acked += delta
-        self._acked = acked
-        if not self.confirmed:
-            self._confirm()
-        if acked == self._last:
-            self._end(Outcome(OutcomeKind.COMPLETE))
-            return
-        if self._retries:
-            # Back from retransmitting: the backed-off timer goes, a fresh one follows.
-            self._retries = 0
-            self._timeout = self._base_timeout
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-        # A window ACKed in part means blocks were lost: go on right after the
-        # highest block received in order (RFC 7440 section 4).
-        self._send_from(acked + 1)
+        if self._acknowledged(acked):
+            # A window ACKed in part means blocks were lost: go on right after the
+            # highest block received in order (RFC 7440 section 4).
+            self._send_from(acked + 1)
 
     def _ack_lockstep(self, block: int) -> None:
         # _ack_sending for a window of one block, the way most firmware transfers, with
@@ -206,19 +194,27 @@ class ReadTransfer:
         if (block - acked) & 0xFFFF != 1:
             return
         acked += 1
+        if self._acknowledged(acked):
+            self._send_block(acked + 1)
+
+    def _acknowledged(self, acked: int) -> bool:
+        """
+        The client has everything up to block C{acked}: whether there is more to send.
+        """
         self._acked = acked
         if not self.confirmed:
             self._confirm()
         if acked == self._last:
             self._end(Outcome(OutcomeKind.COMPLETE))
-            return
+            return False
         if self._retries:
+            # Back from retransmitting: the backed-off timer goes, a fresh one follows.
             self._retries = 0
             self._timeout = self._base_timeout
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-        self._send_block(acked + 1)
+        return True
 
     def _send_block(self, number: int) -> None:
         blksize = self._blksize
