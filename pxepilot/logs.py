@@ -12,20 +12,11 @@ L{clip}, however much the request sent.
 import functools
 import string
 from collections.abc import Sequence
-from time import time
 from typing import Any
 
-from twisted.logger import (
-    FilteringLogObserver,
-    Logger,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogPublisher,
-)
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 
-_level_filter = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
-_observer = FilteringLogObserver(globalLogPublisher, [_level_filter])
-# The level set for all of pxe-pilot, checked before an event is made.
+# The level set for all of pxe-pilot: events below it are dropped before they are made.
 _least = [LogLevel.info]
 
 # One field of a format: (its key in C{log_flattened}, its name, its format spec, "r"
@@ -92,22 +83,11 @@ class _Logger(Logger):
     def emit(self, level: LogLevel, format: str | None = None, **kwargs: Any) -> None:
         if level < _least[0]:
             return
-        event = kwargs
-        event.update(
-            log_logger=self,
-            log_level=level,
-            log_namespace=self.namespace,
-            log_source=self.source,
-            log_format=format,
-            log_time=time(),
-        )
-        if format is not None and "log_flattened" not in event:
-            flattened = _flattened(format, event)
+        if format is not None and "log_flattened" not in kwargs:
+            flattened = _flattened(format, kwargs)
             if flattened is not None:
-                event["log_flattened"] = flattened
-        if "log_trace" in event:
-            event["log_trace"].append((self, self.observer))
-        self.observer(event)
+                kwargs["log_flattened"] = flattened
+        super().emit(level, format, **kwargs)
 
 
 def logger(namespace: str) -> Logger:
@@ -115,15 +95,13 @@ def logger(namespace: str) -> Logger:
     A L{Logger} whose events pass pxe-pilot's level filter. Module loggers pass
     C{__name__}; as a class attribute it takes the class's name, like L{Logger} itself.
     """
-    return _Logger(namespace=namespace, observer=_observer)
+    return _Logger(namespace=namespace, observer=globalLogPublisher)
 
 
 def set_log_level(level: LogLevel) -> None:
     """
     Log pxe-pilot events of C{level} and above.
     """
-    # The empty namespace sets the level for every namespace without one of its own.
-    _level_filter.setLogLevelForNamespace("", level)
     _least[0] = level
 
 

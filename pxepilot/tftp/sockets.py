@@ -73,12 +73,11 @@ class TransferSocket:
 
     def doRead(self) -> None:
         peer = self._peer
+        if peer is None:
+            _receive(self.socket, self.protocol)
+            return
         try:
-            if peer is not None:
-                datagram = self.socket.recv(2048)
-            else:
-                datagram, address = self.socket.recvfrom(2048)
-                peer = address[:2]
+            datagram = self.socket.recv(2048)
         except (BlockingIOError, InterruptedError, ConnectionRefusedError):
             return
         self.protocol.datagramReceived(datagram, peer)
@@ -188,14 +187,21 @@ class _StrangerSocket:
         return "TFTP transfer"
 
     def doRead(self) -> None:
-        try:
-            datagram, address = self.socket.recvfrom(2048)
-        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
-            return
-        self.protocol.datagramReceived(datagram, address[:2])
+        _receive(self.socket, self.protocol)
 
     def connectionLost(self, reason: object) -> None:
         self.socket.close()
+
+
+def _receive(sock: socket.socket, protocol: DatagramProtocol) -> None:
+    """
+    One datagram from an unconnected C{sock} to C{protocol}, with its sender's address.
+    """
+    try:
+        datagram, address = sock.recvfrom(2048)
+    except (BlockingIOError, InterruptedError, ConnectionRefusedError):
+        return
+    protocol.datagramReceived(datagram, address[:2])
 
 
 PortOpener = Callable[[DatagramProtocol, str], IListeningPort]

@@ -228,9 +228,7 @@ class ReadTransfer:
             # A full send buffer: lost like a datagram on the wire, sent again on time.
             pass
         self._next = number + 1
-        self._sent_at = self._seconds()
-        if self._timer is None:
-            self._timer = self._clock.callLater(self._timeout, self._timer_fired)
+        self._sent()
 
     def _confirm(self) -> None:
         self.confirmed = True
