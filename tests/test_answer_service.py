@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
@@ -247,3 +248,36 @@ def test_inspect(answers_dir: AnswersDir, service: AnswerService) -> None:
     assert report["unrecognised_files"] == [
         {"file": "hosts/rack1.toml", "error": "the file name is not a MAC address"}
     ]
+
+
+def test_menu_and_answer_parse_a_file_once(
+    answers_dir: AnswersDir, service: AnswerService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A machine's menu reads its host file to decide the default, and its installer asks
+    for the same file moments later: the file is parsed once, for both; a changed file
+    is parsed anew.
+    """
+    import pxepilot.answers.service as answer_service
+    from pxepilot.answers.check import read_answer
+
+    parsed: list[bytes] = []
+    real = read_answer
+
+    def counting(data: bytes) -> Any:
+        parsed.append(data)
+        return real(data)
+
+    monkeypatch.setattr(answer_service, "read_answer", counting)
+    path = answers_dir.host("b0-7b-25-c1-0a-10.toml")
+    now = service.clock.seconds()
+    for_menu = service.read_settled("hosts/b0-7b-25-c1-0a-10.toml", now)
+    served = result_of(resolve(service, [A]))
+    assert isinstance(served, Served)
+    assert served.parsed is for_menu
+    assert parsed == [marker("b0-7b-25-c1-0a-10.toml")]
+    path.write_bytes(MINIMAL_ANSWER + b"# changed\n")
+    os.utime(path, (now - 3600, now - 3600))
+    again = service.read_settled("hosts/b0-7b-25-c1-0a-10.toml", now)
+    assert again is not for_menu
+    assert len(parsed) == 2

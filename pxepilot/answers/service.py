@@ -207,7 +207,8 @@ class AnswerService:
             return None
         if 0 <= now - contents.mtime < self.settle:
             return None
-        return read_answer(contents.data)
+        # Parsed once for the menu and the answer request that follows it.
+        return self._parsed.get(contents.data, read_answer)
 
     def listing(self) -> AnswerListing:
         """
