@@ -35,7 +35,8 @@ from twisted.web.resource import IResource, Resource
 from builder.publish import REPLACED_PREFIX, make_staging
 from pxepilot import Config, PxePilot
 from pxepilot.hosts.ledger import run_here
-from pxepilot.http.files import AssetFiles, Turns
+from pxepilot.http.files import AssetFiles
+from pxepilot.http.sending import Turns
 from pxepilot.http.site import PxePilotSite
 from tests.conftest import clock_at_now
 

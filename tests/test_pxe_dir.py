@@ -10,11 +10,20 @@ from __future__ import annotations
 import gzip
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
+import pytest_twisted
+import treq
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.error import ConnectionLost
+from twisted.logger import LogEvent
 from twisted.python.failure import Failure
+from twisted.web.client import ResponseFailed
+from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 
 from builder import cpio
@@ -24,6 +33,7 @@ from pxepilot.boot.catalogue import Initrd, scan
 from pxepilot.boot.ipxe import Choice, Machine, menu_script
 from pxepilot.boot.pxedir import COMBINED, combined_layout, pieces_in, size_of
 from pxepilot.hosts.ledger import run_here
+from pxepilot.http.site import PxePilotSite
 from tests.conftest import clock_at_now
 from tests.test_asset_files import PausingTransport, body_of, connect, exchange
 
@@ -373,3 +383,80 @@ def test_a_download_broken_off_closes_both_files(resource: IResource, assets: Pa
     assert len(os.listdir("/proc/self/fd")) == before + 2
     channel.connectionLost(Failure(ConnectionLost("the machine went away")))
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+# Over a socket: the kernel sends the files' stretches, as it does any asset's
+
+
+@pytest_twisted.async_yield_fixture
+async def base_url(resource: IResource) -> AsyncIterator[str]:
+    """
+    The site listening on 127.0.0.1 on a free port.
+    """
+    from twisted.internet import reactor
+
+    port = reactor.listenTCP(0, cast(Any, PxePilotSite(resource)), interface="127.0.0.1")
+    yield f"http://127.0.0.1:{cast(IPv4Address, port.getHost()).port}"
+    await maybeDeferred(port.stopListening)
+
+
+@pytest_twisted.ensureDeferred
+async def test_combined_initrd_over_a_socket(
+    resource: IResource, assets: Path, base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    Over TCP the combined initrd is the same bytes, whole or in ranges across its
+    pieces, with the initrd's and the ISO's stretches sent by the kernel.
+    """
+    iso = stand_in(assets / "pve")
+    with open(iso, "ab") as f:
+        # Larger than a socket's buffers, so the kernel sends it in several calls.
+        f.write(os.urandom(12 << 20))
+    whole = exchange(resource, b"/assets/pve/combined.img").body
+    sent_by_kernel: list[int] = []
+    real = os.sendfile
+
+    def recording(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        sent = real(out_fd, in_fd, offset, count)
+        sent_by_kernel.append(sent)
+        return sent
+
+    monkeypatch.setattr(os, "sendfile", recording)
+    url = f"{base_url}/assets/pve/combined.img"
+    response = await treq.get(url, persistent=False)
+    assert await response.content() == whole
+    assert sum(sent_by_kernel) == len(INITRD) + iso.stat().st_size
+    assert len([sent for sent in sent_by_kernel if sent]) > 2
+    start = cpio.align4(len(INITRD))
+    for first, last in [(len(INITRD) - 3, start + 120), (start + 100, len(whole) - 1)]:
+        ranged = await treq.get(
+            url, headers=Headers({"Range": [f"bytes={first}-{last}"]}), persistent=False
+        )
+        assert ranged.code == 206
+        assert await ranged.content() == whole[first : last + 1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_iso_truncated_during_a_socket_download(
+    assets: Path, base_url: str, events: list[LogEvent]
+) -> None:
+    """
+    An ISO cut short in place while the kernel sends the combined initrd ends the
+    connection early: the client sees a failed download, not a short one.
+    """
+    iso = stand_in(assets / "pve")
+    with open(iso, "r+b") as f:
+        f.truncate(256 << 20)  # far more than the socket buffers hold
+    response = await treq.get(f"{base_url}/assets/pve/combined.img", persistent=False)
+    received = [0]
+
+    def receive(chunk: bytes) -> None:
+        if not received[0]:
+            os.truncate(iso, 1 << 20)
+        received[0] += len(chunk)
+
+    with pytest.raises(ResponseFailed):
+        await treq.collect(response, receive)
+    assert 0 < received[0] < response.length
+    [failed] = [e for e in events if "sending an asset failed" in e.get("log_format", "")]
+    assert "shrank" in failed["error"]

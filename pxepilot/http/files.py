@@ -9,31 +9,23 @@ One name more is served, in directories C{prepare-iso --pxe} made: their combine
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
-import errno
 import os
 import re
-import socket
 import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from twisted.internet.interfaces import IPushProducer
 from twisted.web import http
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer
 
 from pxepilot.boot.catalogue import METADATA
-from pxepilot.boot.pxedir import COMBINED, INITRD, iso_name
+from pxepilot.boot.pxedir import COMBINED, INITRD, Piece, iso_name
 from pxepilot.http.composed import ComposedBody
-from pxepilot.http.tcp_access import PlainTCPSocket
-from pxepilot.logs import logger
-
-log = logger(__name__)
+from pxepilot.http.sending import ASSET, BodySender, Turns
 
 CONTENT_TYPES = {
     ".json": "application/json",
@@ -45,15 +37,6 @@ CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
 }
 DEFAULT_TYPE = "application/octet-stream"
-
-# How much all bodies together send in one turn of the reactor before other work (the
-# answer endpoint above all) gets its turn: about 3 ms of sendfile on loopback. Each body
-# gets an equal share, never less than MIN_SHARE_BYTES, so one client still moves its
-# file in few large system calls while twenty clients keep the reactor responsive.
-ROUND_BYTES = 8 << 20
-MIN_SHARE_BYTES = 256 << 10
-# For transports without a socket (TLS): the size of each read.
-READ_BYTES = 1 << 20
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)
 _MAX_DIGITS = 1000
@@ -95,34 +78,6 @@ def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
     if first >= size:
         return False
     return first, min(last, size - 1)
-
-
-def _nothing() -> None:
-    pass
-
-
-class Turns:
-    """
-    Shares each turn of the reactor among the bodies being sent: the more are sent at
-    once, the less each sends before it lets the reactor go round.
-    """
-
-    def __init__(self, round_bytes: int = ROUND_BYTES, min_share: int = MIN_SHARE_BYTES) -> None:
-        self._round_bytes = round_bytes
-        self._min_share = min_share
-        self.active = 0
-        # Called before each body's turn: what cannot wait for a whole round of bodies
-        # is served first. The blocks of lock-step TFTP transfers are: each waits for
-        # the one before it, so a round's wait would be paid by every block. (Calling it
-        # between smaller sendfile calls instead made downloads in a storm of 20
-        # machines twice as slow, for no measurable gain to TFTP.)
-        self.urgent: Callable[[], object] = _nothing
-
-    def share(self) -> int:
-        """
-        How many bytes one body may send before it yields.
-        """
-        return max(self._min_share, self._round_bytes // max(1, self.active))
 
 
 # Told when a body starts (the request, the file's path below the root, the bytes to
@@ -295,7 +250,7 @@ class FileBody:
         turns: Turns,
         ended: DownloadEnded | None,
     ) -> None:
-        FileSender(request, self._fd, first, length, turns, ended).start()
+        BodySender(request, {ASSET: self._fd}, [Piece(ASSET, first, length)], turns, ended).start()
 
 
 def _not_modified(request: IRequest, etag: str, mtime: float) -> bool:
@@ -311,160 +266,3 @@ def _not_modified(request: IRequest, etag: str, mtime: float) -> bool:
             return False
         return int(mtime) <= parsed.timestamp()
     return False
-
-
-@implementer(IPushProducer)
-class FileSender:
-    """
-    Sends C{length} bytes of C{fd} from C{offset} as a response body.
-
-    Over a plain TCP connection the kernel copies the file to the socket
-    (C{os.sendfile}) once the transport's own buffer (the response headers) has gone
-    out, as much as the socket takes; then it waits until the socket is writable again,
-    through the transport, which resumes its paused producer when it is. What that
-    takes of the transport's internals is all in L{PlainTCPSocket}. Elsewhere (TLS) it
-    reads and writes, paused and resumed by the transport as any push producer.
-
-    While the kernel sends, the socket is corked (C{TCP_CORK}, as nginx's C{tcp_nopush}):
-    only full segments go out, and the last one when the body is complete. Without it,
-    the end of every C{sendfile} call leaves as a short pushed segment, and one client's
-    download runs about a fifth slower on loopback.
-    """
-
-    def __init__(
-        self,
-        request: Request,
-        fd: int,
-        offset: int,
-        length: int,
-        turns: Turns | None = None,
-        ended: DownloadEnded | None = None,
-    ) -> None:
-        self._request = request
-        self._fd = fd
-        self._turns = turns if turns is not None else Turns()
-        self._offset = offset
-        self._length = length
-        self._remaining = length
-        self._ended = ended
-        self._paused = False
-        self._done = False
-        channel = getattr(request, "channel", None)
-        self._transport: Any = getattr(channel, "transport", None)
-        self._tcp = PlainTCPSocket.of(self._transport)
-        self._socket_fd = self._tcp.socket.fileno() if self._tcp is not None else -1
-
-    def start(self) -> None:
-        self._turns.active += 1
-        self._cork(True)
-        self._request.registerProducer(self, True)
-        self._request.notifyFinish().addBoth(lambda _: self._close())
-        self._request.write(b"")  # the headers
-        self.resumeProducing()
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        if self._done:
-            return
-        try:
-            if self._tcp is not None and self._socket_fd >= 0:
-                self._send_file(self._tcp)
-            else:
-                self._write_chunks()
-        except OSError as e:
-            log.info("sending an asset failed: {error}", error=e.strerror or str(e))
-            self._fail()
-
-    def stopProducing(self) -> None:
-        self._close()
-
-    def _wait_writable(self, tcp: PlainTCPSocket) -> None:
-        self._paused = True
-        tcp.wait_until_writable()
-
-    def _send_file(self, tcp: PlainTCPSocket) -> None:
-        if tcp.has_buffered_data():
-            self._wait_writable(tcp)
-            return
-        turns = self._turns
-        turns.urgent()
-        share = turns.share()
-        sent_this_turn = 0
-        while self._remaining > 0:
-            try:
-                sent = os.sendfile(
-                    self._socket_fd, self._fd, self._offset, min(self._remaining, share)
-                )
-            except BlockingIOError:
-                sent = 0
-            except OSError as e:
-                if e.errno in (errno.EPIPE, errno.ECONNRESET):
-                    self._close()
-                    return
-                raise
-            if sent == 0:
-                if self._remaining and os.fstat(self._fd).st_size < self._offset + 1:
-                    raise OSError(errno.EIO, "the file shrank while being sent")
-                self._wait_writable(tcp)
-                return
-            self._offset += sent
-            self._remaining -= sent
-            self._account(sent)
-            sent_this_turn += sent
-            if sent_this_turn >= share and self._remaining:
-                # Let the reactor serve others (the answer endpoint above all).
-                self._wait_writable(tcp)
-                return
-        self._finish()
-
-    def _write_chunks(self) -> None:
-        while self._remaining > 0 and not self._paused:
-            data = os.pread(self._fd, min(READ_BYTES, self._remaining), self._offset)
-            if not data:
-                raise OSError(errno.EIO, "the file shrank while being sent")
-            self._offset += len(data)
-            self._remaining -= len(data)
-            self._request.write(data)
-        if self._remaining == 0:
-            self._finish()
-
-    def _account(self, sent: int) -> None:
-        # Bytes that bypassed request.write, for the access log.
-        request: Any = self._request
-        if hasattr(request, "sentLength"):
-            request.sentLength += sent
-
-    def _finish(self) -> None:
-        self._close()
-        self._request.unregisterProducer()
-        self._request.finish()
-
-    def _fail(self) -> None:
-        self._close()
-        self._request.unregisterProducer()
-        if self._transport is not None:
-            self._transport.loseConnection()
-
-    def _cork(self, corked: bool) -> None:
-        if self._tcp is None or _TCP_CORK is None:
-            return
-        # The connection may be gone already; corking is only an optimisation.
-        with contextlib.suppress(OSError):
-            self._tcp.socket.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, int(corked))
-
-    def _close(self) -> None:
-        if not self._done:
-            self._done = True
-            self._turns.active -= 1
-            # Uncorking sends what is left at once, and leaves a kept-alive connection's
-            # next response as it found it.
-            self._cork(False)
-            os.close(self._fd)
-            if self._ended is not None:
-                self._ended(self._length - self._remaining, self._remaining == 0)
-
-
-_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)

@@ -30,8 +30,9 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from pxepilot.boot.ipxe import chain_script
 from pxepilot.boot.tftp import IPXE_BINARIES, looks_like_ipxe
-from pxepilot.http.files import DEFAULT_TYPE, DownloadWatcher, FileBody, Turns
+from pxepilot.http.files import DEFAULT_TYPE, DownloadWatcher, FileBody
 from pxepilot.http.responses import header
+from pxepilot.http.sending import Turns
 from pxepilot.logs import logger
 from pxepilot.tftp.files import FileReader
 
