@@ -149,3 +149,20 @@ def debug_logging() -> Iterator[None]:
     set_log_level(LogLevel.debug)
     yield
     set_log_level(LogLevel.info)
+
+
+@pytest.fixture
+def sendfile_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """
+    The byte counts of every C{os.sendfile} call during the test.
+    """
+    calls: list[int] = []
+    real = os.sendfile
+
+    def recording(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        sent = real(out_fd, in_fd, offset, count)
+        calls.append(sent)
+        return sent
+
+    monkeypatch.setattr(os, "sendfile", recording)
+    return calls

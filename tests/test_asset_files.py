@@ -156,23 +156,6 @@ def resource(assets: Path) -> IResource:
     return PxePilot(config, clock_at_now(), run_blocking=run_here).resource
 
 
-@pytest.fixture
-def sendfile_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """
-    The byte counts of every C{os.sendfile} call during the test.
-    """
-    calls: list[int] = []
-    real = os.sendfile
-
-    def recording(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
-        sent = real(out_fd, in_fd, offset, count)
-        calls.append(sent)
-        return sent
-
-    monkeypatch.setattr(os, "sendfile", recording)
-    return calls
-
-
 def get(resource: IResource, name: str, **headers: bytes) -> Reply:
     return exchange(
         resource,
@@ -844,7 +827,7 @@ async def test_download_over_a_socket(
 
 @pytest_twisted.ensureDeferred
 async def test_urgent_work_goes_before_every_turn(
-    assets: Path, big: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+    assets: Path, big: tuple[Path, bytes], sendfile_calls: list[int]
 ) -> None:
     """
     Before each turn of a body's C{sendfile} calls, the work that cannot wait for a
@@ -854,15 +837,7 @@ async def test_urgent_work_goes_before_every_turn(
 
     _, data = big
     # The bytes of each sendfile call, and None for each call of the urgent work.
-    happened: list[int | None] = []
-    real = os.sendfile
-
-    def recording(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
-        sent = real(out_fd, in_fd, offset, count)
-        happened.append(sent)
-        return sent
-
-    monkeypatch.setattr(os, "sendfile", recording)
+    happened = cast(list[int | None], sendfile_calls)
     share = 1 << 20
     turns = Turns(round_bytes=share, min_share=share)
     turns.urgent = lambda: happened.append(None)

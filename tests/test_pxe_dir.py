@@ -402,7 +402,7 @@ async def base_url(resource: IResource) -> AsyncIterator[str]:
 
 @pytest_twisted.ensureDeferred
 async def test_combined_initrd_over_a_socket(
-    resource: IResource, assets: Path, base_url: str, monkeypatch: pytest.MonkeyPatch
+    resource: IResource, assets: Path, base_url: str, sendfile_calls: list[int]
 ) -> None:
     """
     Over TCP the combined initrd is the same bytes, whole or in ranges across its
@@ -413,15 +413,7 @@ async def test_combined_initrd_over_a_socket(
         # Larger than a socket's buffers, so the kernel sends it in several calls.
         f.write(os.urandom(12 << 20))
     whole = exchange(resource, b"/assets/pve/combined.img").body
-    sent_by_kernel: list[int] = []
-    real = os.sendfile
-
-    def recording(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
-        sent = real(out_fd, in_fd, offset, count)
-        sent_by_kernel.append(sent)
-        return sent
-
-    monkeypatch.setattr(os, "sendfile", recording)
+    sent_by_kernel = sendfile_calls
     url = f"{base_url}/assets/pve/combined.img"
     response = await treq.get(url, persistent=False)
     assert await response.content() == whole
