@@ -16,11 +16,12 @@ import os
 import select
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from tests.twistd_process import child_log
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -59,7 +60,7 @@ class Browser:
         self.executable = executable
         self.timeout = timeout
         self._process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        self._log = child_log()
         self._to_chromium = -1
         self._from_chromium = -1
         self._received = b""

@@ -9,13 +9,15 @@ import http.client
 import json
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import AnswersDir, fixture_bytes, marker
-from tests.twistd_process import TwistdProcess
+from tests.twistd_process import TwistdProcess, child_log
 
 FIXTURES = {
     # file: (raw headers exactly as that installer sends them, expected source)
@@ -211,3 +213,24 @@ def test_port_in_use_stops_start_up(tmp_path: Path) -> None:
         process = TwistdProcess(["--interface", "127.0.0.1", "--port", str(port)], cwd=tmp_path)
         assert process.finish() != 0
     assert "Address already in use" in process.text
+
+
+def test_a_log_read_while_the_server_writes_loses_nothing() -> None:
+    """
+    The tests read a server's log while it runs: each read must leave what the child
+    writes meanwhile where it belongs, at the end, not over the start of the log.
+    """
+    log = child_log()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfor i in range(5000): print(f'line {i}', flush=True)"],
+        stdout=log,
+    )
+    try:
+        while writer.poll() is None:
+            log.seek(0)
+            log.read()
+        writer.wait()
+        log.seek(0)
+        assert log.read().decode().splitlines() == [f"line {i}" for i in range(5000)]
+    finally:
+        log.close()

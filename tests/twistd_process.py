@@ -4,6 +4,7 @@ Running C{twistd pxe-pilot} as a real process, for tests over real sockets.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
@@ -12,9 +13,25 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 TWISTD = Path(sys.executable).parent / "twistd"
 LISTENING = re.compile(r"HTTP listening on (?P<host>[^ ]+):(?P<port>\d+)\n")
+
+
+def child_log() -> IO[bytes]:
+    """
+    A temporary file for a child process's output, that the test may read while the
+    child writes.
+
+    The child's descriptor shares the file's offset with ours: without C{O_APPEND},
+    a line written between our seek and our read would land where we had sought,
+    over the start of the log.
+    """
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it
+    flags = fcntl.fcntl(log.fileno(), fcntl.F_GETFL)
+    fcntl.fcntl(log.fileno(), fcntl.F_SETFL, flags | os.O_APPEND)
+    return log
 
 
 class TwistdProcess:
@@ -36,7 +53,7 @@ class TwistdProcess:
             # HTTPS is on by default, on a fixed port that two test servers would share;
             # a test about HTTPS names a free port of its own.
             environ["PXE_PILOT_HTTPS_PORT"] = "0"
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()
+        self._log = child_log()
         self.process = subprocess.Popen(
             [str(TWISTD), "-n", "--pidfile=", "pxe-pilot", *args],
             stdout=self._log,
