@@ -36,11 +36,10 @@ from pxepilot.events import (
 )
 from pxepilot.hosts.ledger import HostLedger
 from pxepilot.http.files import AssetFiles
-from pxepilot.http.files import DownloadEnded as BodyEnded
 from pxepilot.http.forwarded import public_base
 from pxepilot.http.ipxe_files import IpxeFiles
 from pxepilot.http.responses import query, script_body
-from pxepilot.http.sending import Turns
+from pxepilot.http.sending import BodyEnded, Turns
 from pxepilot.logs import logger
 from pxepilot.macs import MacAddress, MacAddressError
 

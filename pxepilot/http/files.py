@@ -25,7 +25,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from pxepilot.boot.catalogue import METADATA
 from pxepilot.boot.pxedir import COMBINED, INITRD, Piece, iso_name
 from pxepilot.http.composed import ComposedBody
-from pxepilot.http.sending import ASSET, BodySender, Turns
+from pxepilot.http.sending import ASSET, BodyEnded, BodySender, Turns
 
 CONTENT_TYPES = {
     ".json": "application/json",
@@ -82,8 +82,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
 
 # Told when a body starts (the request, the file's path below the root, the bytes to
 # send); returns what to tell when it ends (the bytes sent, whether that was all).
-DownloadEnded = Callable[[int, bool], None]
-DownloadWatcher = Callable[[IRequest, str, int], DownloadEnded]
+DownloadWatcher = Callable[[IRequest, str, int], BodyEnded]
 
 
 class AssetFiles(Resource):
@@ -248,7 +247,7 @@ class FileBody:
         first: int,
         length: int,
         turns: Turns,
-        ended: DownloadEnded | None,
+        ended: BodyEnded | None,
     ) -> None:
         BodySender(request, {ASSET: self._fd}, [Piece(ASSET, first, length)], turns, ended).start()
 

@@ -36,6 +36,9 @@ READ_BYTES = 1 << 20
 # Told when a body ends: the bytes sent, and whether that was all of them.
 BodyEnded = Callable[[int, bool], None]
 
+# The name of a plain asset's one file among a body's files.
+ASSET = ""
+
 
 def _nothing() -> None:
     pass
@@ -245,8 +248,5 @@ class BodySender:
 def _file_named(name: str) -> str:
     return "the file" if name == ASSET else name
 
-
-# The name of a plain asset's one file among a body's files.
-ASSET = ""
 
 _TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
